@@ -1,0 +1,122 @@
+// Command modautoload loads kernel modules for devices as the kernel
+// announces them. See README.md for the subcommands.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"sort"
+	"syscall"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = ""
+
+// command is one subcommand. run gets the arguments after the subcommand
+// name and returns the process exit code.
+type command struct {
+	summary string
+	run     func(ctx context.Context, env *cliEnv, args []string) int
+}
+
+var commands = map[string]command{
+	"monitor": {"print kernel uevents as they arrive", runMonitor},
+}
+
+// cliEnv carries the process's streams so subcommands can be tested.
+type cliEnv struct {
+	stdout, stderr io.Writer
+}
+
+func main() {
+	// SIGINT and SIGTERM cancel ctx; subcommands stop cleanly on it.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	code := run(ctx, &cliEnv{stdout: os.Stdout, stderr: os.Stderr}, os.Args[1:])
+	stop()
+	os.Exit(code)
+}
+
+func run(ctx context.Context, env *cliEnv, args []string) int {
+	if len(args) == 0 {
+		usage(env.stderr)
+		return 2
+	}
+	switch args[0] {
+	case "--version", "-V", "version":
+		fmt.Fprintf(env.stdout, "modautoload %s\n", versionString())
+		return 0
+	case "-h", "--help", "help":
+		usage(env.stdout)
+		return 0
+	}
+	cmd, ok := commands[args[0]]
+	if !ok {
+		fmt.Fprintf(env.stderr, "modautoload: unknown command %q\n", args[0])
+		usage(env.stderr)
+		return 2
+	}
+	return cmd.run(ctx, env, args[1:])
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintf(w, "usage: modautoload COMMAND [FLAGS]\n\ncommands:\n")
+	names := make([]string, 0, len(commands))
+	for name := range commands {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		fmt.Fprintf(w, "  %-10s %s\n", name, commands[name].summary)
+	}
+	fmt.Fprintf(w, "\nmodautoload --version prints the version; modautoload COMMAND -h describes a command.\n")
+}
+
+// versionString is the linked-in version, else the VCS revision Go stamped
+// into the binary.
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	rev, dirty := "", false
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
+		}
+	}
+	if rev == "" {
+		return info.Main.Version
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	if dirty {
+		rev += "-dirty"
+	}
+	return rev
+}
+
+// parseFlags parses a subcommand's flags; it returns a non-negative exit
+// code when the process should stop (help asked, or bad flags).
+func parseFlags(fs *flag.FlagSet, env *cliEnv, args []string) int {
+	fs.SetOutput(env.stderr)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	return -1
+}

@@ -1,0 +1,16 @@
+module github.com/modautoload/modautoload
+
+go 1.26.0
+
+require (
+	github.com/mdlayher/socket v0.8.0
+	github.com/rs/zerolog v1.35.1
+	golang.org/x/sys v0.50.0
+)
+
+require (
+	github.com/mattn/go-colorable v0.1.14 // indirect
+	github.com/mattn/go-isatty v0.0.20 // indirect
+	golang.org/x/net v0.61.0 // indirect
+	golang.org/x/sync v0.24.0 // indirect
+)

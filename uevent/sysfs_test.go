@@ -1,0 +1,138 @@
+package uevent
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// fakeSysfs lays out a small device tree the way sysfs does: uevent files,
+// subsystem symlinks, a modalias file, and a symlink loop to prove the walk
+// does not follow links.
+func fakeSysfs(t *testing.T) string {
+	t.Helper()
+	root := t.TempDir()
+	mk := func(rel, content string) {
+		p := filepath.Join(root, rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	link := func(target, rel string) {
+		if err := os.Symlink(target, filepath.Join(root, rel)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mk("bus/pci/.keep", "")
+	mk("bus/virtio/.keep", "")
+	mk("devices/pci0000:00/uevent", "")
+	mk("devices/pci0000:00/0000:00:03.0/uevent",
+		"DRIVER=e1000\nPCI_CLASS=20000\nMODALIAS=pci:v00008086d0000100Esv00001AF4sd00001100bc02sc00i00\n")
+	link("../../../bus/pci", "devices/pci0000:00/0000:00:03.0/subsystem")
+	link("../../../../devices/pci0000:00", "devices/pci0000:00/0000:00:03.0/loop")
+	// virtio puts MODALIAS in a separate file only.
+	mk("devices/pci0000:00/0000:00:04.0/virtio0/uevent", "DRIVER=virtio_rng\n")
+	mk("devices/pci0000:00/0000:00:04.0/virtio0/modalias", "virtio:d00000004v00001AF4\n")
+	link("../../../../bus/virtio", "devices/pci0000:00/0000:00:04.0/virtio0/subsystem")
+	mk("devices/pci0000:00/0000:00:04.0/virtio0/name@odd/uevent", "KEY=a=b\n")
+	mk("devices/system/cpu/cpu0/nouevent-here/x", "")
+	return root
+}
+
+func TestWalkReadsDevices(t *testing.T) {
+	root := fakeSysfs(t)
+	w := Walker{Root: root}
+	got := map[string]Event{}
+	var order []string
+	if err := w.Walk(func(ev Event) error {
+		got[ev.DevPath] = ev
+		order = append(order, ev.DevPath)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if w.Skipped != 0 {
+		t.Errorf("skipped %d: %v", w.Skipped, w.Errors)
+	}
+	wantOrder := []string{
+		"/devices/pci0000:00",
+		"/devices/pci0000:00/0000:00:03.0",
+		"/devices/pci0000:00/0000:00:04.0/virtio0",
+		"/devices/pci0000:00/0000:00:04.0/virtio0/name@odd",
+	}
+	if strings.Join(order, " ") != strings.Join(wantOrder, " ") {
+		t.Errorf("order %v, want %v", order, wantOrder)
+	}
+	e1000 := got["/devices/pci0000:00/0000:00:03.0"]
+	if e1000.Action != "add" || e1000.Subsystem != "pci" || e1000.Driver != "e1000" ||
+		e1000.Modalias != "pci:v00008086d0000100Esv00001AF4sd00001100bc02sc00i00" {
+		t.Errorf("pci device: %+v", e1000)
+	}
+	rng := got["/devices/pci0000:00/0000:00:04.0/virtio0"]
+	if rng.Modalias != "virtio:d00000004v00001AF4" || rng.Subsystem != "virtio" {
+		t.Errorf("virtio device: %+v", rng)
+	}
+	odd := got["/devices/pci0000:00/0000:00:04.0/virtio0/name@odd"]
+	if v, _ := odd.Get("KEY"); v != "a=b" {
+		t.Errorf("value with '=' in an '@' devpath: %q", v)
+	}
+}
+
+func TestWalkSkipsUnreadableWithinBudget(t *testing.T) {
+	// Root reads through permission bits, so unreadable entries are
+	// dangling uevent symlinks: Lstat sees them, Open fails.
+	root := fakeSysfs(t)
+	for i := 0; i < 3; i++ {
+		dir := filepath.Join(root, "devices", "broken", string(rune('a'+i)))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink("/nonexistent/uevent", filepath.Join(dir, "uevent")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w := Walker{Root: root, ErrorBudget: 5}
+	n := 0
+	if err := w.Walk(func(Event) error { n++; return nil }); err != nil {
+		t.Fatalf("walk failed within budget: %v", err)
+	}
+	if w.Skipped != 3 || n != 4 {
+		t.Errorf("skipped %d, delivered %d; want 3 and 4", w.Skipped, n)
+	}
+
+	w = Walker{Root: root, ErrorBudget: 2}
+	if err := w.Walk(func(Event) error { return nil }); !errors.Is(err, ErrBudgetExceeded) {
+		t.Errorf("err = %v, want ErrBudgetExceeded", err)
+	}
+}
+
+func TestWalkMissingRoot(t *testing.T) {
+	w := Walker{Root: filepath.Join(t.TempDir(), "nope")}
+	if err := w.Walk(func(Event) error { return nil }); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("err = %v, want not-exist", err)
+	}
+}
+
+func TestTriggerWritesAction(t *testing.T) {
+	root := fakeSysfs(t)
+	w := Walker{Root: root}
+	n, err := w.Trigger("add")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 4 {
+		t.Errorf("triggered %d, want 4", n)
+	}
+	b, err := os.ReadFile(filepath.Join(root, "devices/pci0000:00/0000:00:03.0/uevent"))
+	if err != nil || string(b) != "add" {
+		t.Errorf("uevent file now %q, %v; want the action written", b, err)
+	}
+	if _, err := w.Trigger("add; rm -rf /"); err == nil {
+		t.Error("a bad action was written")
+	}
+}
