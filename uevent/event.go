@@ -50,7 +50,7 @@ type Event struct {
 	DevPath   string // path below /sys, starting with "/"
 	Subsystem string
 	Seqnum    uint64 // 0 when absent (sysfs) or malformed
-	Modalias  string
+	Modalias  string // trailing newlines removed; Props has the raw value
 	Driver    string
 
 	// Props holds every well-formed property in message order, including
@@ -152,7 +152,9 @@ func (ev *Event) addField(off int, field string) {
 	case "SUBSYSTEM":
 		ev.Subsystem = value
 	case "MODALIAS":
-		ev.Modalias = value
+		// A CPU's MODALIAS ends with the newline of its sysfs attribute;
+		// the sysfs walker cannot see it, and no alias ends in one.
+		ev.Modalias = strings.TrimRight(value, "\n")
 	case "DRIVER":
 		ev.Driver = value
 	case "SEQNUM":

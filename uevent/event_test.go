@@ -177,3 +177,16 @@ func TestParseDoesNotAliasInput(t *testing.T) {
 		t.Errorf("event changed with its input buffer: %+v", ev)
 	}
 }
+
+func TestParseModaliasTrailingNewline(t *testing.T) {
+	ev, err := Parse(msg("add@/devices/system/cpu/cpu0", "SUBSYSTEM=cpu", "MODALIAS=cpu:type:x86,ven0002:feature:,0000\n", "SEQNUM=5"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.Modalias != "cpu:type:x86,ven0002:feature:,0000" {
+		t.Errorf("Modalias %q, want the newline trimmed", ev.Modalias)
+	}
+	if v, _ := ev.Get("MODALIAS"); v != "cpu:type:x86,ven0002:feature:,0000\n" {
+		t.Errorf("raw property %q, want it as the kernel sent it", v)
+	}
+}

@@ -136,3 +136,29 @@ func TestTriggerWritesAction(t *testing.T) {
 		t.Error("a bad action was written")
 	}
 }
+
+// The walker must read a real sysfs without tripping over its symlinks,
+// write-only or unreadable attributes, and devices with odd names.
+func TestWalkRealSysfs(t *testing.T) {
+	if _, err := os.Stat("/sys/devices"); err != nil {
+		t.Skip("no sysfs mounted")
+	}
+	w := Walker{}
+	var devices, withModalias int
+	if err := w.Walk(func(ev Event) error {
+		devices++
+		if ev.Defects != nil {
+			t.Errorf("%s: defects %v", ev.DevPath, ev.Defects)
+		}
+		if ev.Modalias != "" {
+			withModalias++
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if devices == 0 {
+		t.Fatal("no device found in /sys/devices")
+	}
+	t.Logf("%d devices, %d with MODALIAS, %d skipped", devices, withModalias, w.Skipped)
+}

@@ -1,0 +1,36 @@
+# The README names these targets; .ci/run calls `make test`.
+GO        ?= go
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -s -w -X main.version=$(VERSION)
+UNIT_PKGS := $(shell $(GO) list ./... | grep -v /e2e)
+FUZZTIME  ?= 30s
+
+.PHONY: build test unit fuzz e2e demo vet clean
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/modautoload ./cmd/modautoload
+
+# Everything: static checks, unit tests under the race detector, a bounded
+# fuzz run, and the real-kernel tests in qemu.
+test: vet unit fuzz e2e
+
+vet:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
+	if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
+	$(GO) vet ./...
+
+unit:
+	$(GO) test -race -count=1 $(UNIT_PKGS)
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./uevent
+
+# MODAUTOLOAD_E2E=1 turns a missing qemu or kernel into a failure, not a skip.
+e2e:
+	MODAUTOLOAD_E2E=1 $(GO) test -count=1 -timeout 30m -v ./e2e/...
+
+demo:
+	$(GO) run ./e2e/demo
+
+clean:
+	rm -rf bin

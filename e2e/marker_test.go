@@ -1,0 +1,37 @@
+package e2e
+
+import "testing"
+
+func TestParseMarker(t *testing.T) {
+	for _, tc := range []struct {
+		line string
+		want Marker
+		ok   bool
+	}{
+		{"E2E:KVER 6.1.0-56-amd64\n", Marker{"KVER", "6.1.0-56-amd64"}, true},
+		{"E2E:BOOTED\r\n", Marker{"BOOTED", ""}, true},
+		{"E2E:DONE rc=0", Marker{"DONE", "rc=0"}, true},
+		{"[    2.345678] random: crng init doneE2E:RESULT a b  c \n", Marker{"RESULT", "a b  c"}, true},
+		{"[    1.000000] nothing here\n", Marker{}, false},
+		{"E2E: no key\n", Marker{}, false},
+		{"E2E:bad/key x\n", Marker{}, false},
+	} {
+		got, ok := parseMarker(tc.line)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("parseMarker(%q) = %v, %v; want %v, %v", tc.line, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+func TestResultLookup(t *testing.T) {
+	r := &Result{Markers: []Marker{{"A", "1"}, {"B", "x"}, {"A", "2"}}}
+	if got := r.Lines("A"); len(got) != 2 || got[0] != "1" || got[1] != "2" {
+		t.Errorf("Lines(A) = %q", got)
+	}
+	if got := r.Value("A"); got != "2" {
+		t.Errorf("Value(A) = %q, want the last one", got)
+	}
+	if got := r.Value("C"); got != "" {
+		t.Errorf("Value(C) = %q, want empty", got)
+	}
+}
