@@ -176,10 +176,17 @@ func TestMonitorIgnoresForgedEvent(t *testing.T) {
 			{Guest: "/bin/forge", Host: forge, Mode: 0o755},
 		},
 		Script: startMonitor + `
+# A second monitor logs to /dev/kmsg, as in an initramfs without syslog.
+modautoload monitor --log-target kmsg >/dev/null 2>/tmp/kmsg-mon.err &
+KMON=$!
+for i in $(seq 100); do dmesg | grep -q "modautoload.*listening for kernel uevents" && break; sleep 0.05; done
 forge --devpath /devices/virtual/forged/forged0 --modalias pci:v00008086d0000100Esv00001AF4sd00001100bc02sc00i00 --count 3
 echo "E2E:FORGE_RC $?"
 insmod "$(find /lib/modules -name raid6_pq.ko)"
 for i in $(seq 100); do grep -q '"devpath":"/module/raid6_pq"' /tmp/mon.json && break; sleep 0.05; done
+kill -TERM $KMON; wait $KMON
+echo "E2E:KMONRC $?"
+dmesg -r | grep modautoload | while read -r line; do echo "E2E:KMSG $line"; done
 ` + stopMonitor,
 	})
 	if res.Value("FORGE_RC") != "0" || res.Value("FORGED") != "3" {
@@ -209,6 +216,22 @@ for i in $(seq 100); do grep -q '"devpath":"/module/raid6_pq"' /tmp/mon.json && 
 	}
 	if drops != 3 {
 		t.Errorf("%d drop warnings logged, want 3", drops)
+	}
+
+	// The kmsg logger: one record per event, warnings at priority
+	// daemon.warning (<28>), the totals at daemon.info (<30>).
+	var kmsgDrops, kmsgTotals int
+	for _, line := range res.Lines("KMSG") {
+		switch {
+		case strings.HasPrefix(line, "<28>") && strings.Contains(line, "uevent dropped") && strings.Contains(line, "reason=\"sender is not the kernel\""):
+			kmsgDrops++
+		case strings.HasPrefix(line, "<30>") && strings.Contains(line, "uevent totals") && strings.Contains(line, "rejected=3"):
+			kmsgTotals++
+		}
+	}
+	if res.Value("KMONRC") != "0" || kmsgDrops != 3 || kmsgTotals != 1 {
+		t.Errorf("kmsg monitor exit %q, %d drop records (want 3), %d totals records (want 1); kmsg: %q",
+			res.Value("KMONRC"), kmsgDrops, kmsgTotals, res.Lines("KMSG"))
 	}
 }
 

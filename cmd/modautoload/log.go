@@ -65,9 +65,10 @@ func isTerminal(w io.Writer) bool {
 	return err == nil
 }
 
-// kmsgRecordMax keeps a record below the kernel's per-record limit
-// (LOG_LINE_MAX, 1024 minus the prefix) so nothing is refused with EINVAL.
-const kmsgRecordMax = 976
+// kmsgRecordMax keeps a record, newline included, below the kernel's
+// per-record limit (LOG_LINE_MAX, 1024 minus the prefix) so nothing is
+// refused with EINVAL.
+const kmsgRecordMax = 975
 
 // kmsgWriter writes each log event as one /dev/kmsg record, with the syslog
 // priority of its level so dmesg can filter it.
@@ -102,6 +103,9 @@ func (k *kmsgWriter) WriteLevel(level zerolog.Level, p []byte) (int, error) {
 	if len(rec) > kmsgRecordMax {
 		rec = rec[:kmsgRecordMax]
 	}
+	// The newline finalizes the record: without it the kernel keeps the
+	// record open for a continuation and dmesg does not show it yet.
+	rec = append(rec, '\n')
 	if _, err := k.out.Write(rec); err != nil {
 		return 0, err
 	}

@@ -98,10 +98,11 @@ func TestKmsgWriterOneRecordPerEvent(t *testing.T) {
 		t.Fatalf("%d writes, want one per event", len(rec.writes))
 	}
 	if !strings.HasPrefix(rec.writes[0], "<28>modautoload[") || !strings.Contains(rec.writes[0], "load failed") ||
-		!strings.Contains(rec.writes[0], "module=e1000") || strings.HasSuffix(rec.writes[0], "\n") {
+		!strings.Contains(rec.writes[0], "module=e1000") || strings.Count(rec.writes[0], "\n") != 1 ||
+		!strings.HasSuffix(rec.writes[0], "\n") {
 		t.Errorf("warn record %q", rec.writes[0])
 	}
-	if !strings.HasPrefix(rec.writes[1], "<30>") || len(rec.writes[1]) > kmsgRecordMax {
+	if !strings.HasPrefix(rec.writes[1], "<30>") || len(rec.writes[1]) > kmsgRecordMax+1 || !strings.HasSuffix(rec.writes[1], "\n") {
 		t.Errorf("info record of %d bytes: %.40q", len(rec.writes[1]), rec.writes[1])
 	}
 }
