@@ -3,7 +3,7 @@ GO        ?= go
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 UNIT_PKGS := $(shell $(GO) list ./... | grep -v /e2e)
-FUZZTIME  ?= 30s
+FUZZTIME  ?= 15s
 
 .PHONY: build test unit fuzz e2e demo vet clean
 
@@ -22,8 +22,14 @@ vet:
 unit:
 	$(GO) test -race -count=1 $(UNIT_PKGS)
 
+# go test fuzzes one target per run; each gets FUZZTIME.
+FUZZ_TARGETS := uevent:FuzzParse rules:FuzzParse rules:FuzzCmdline
+
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./uevent
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $$t for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) ./$${t%%:*}; \
+	done
 
 # MODAUTOLOAD_E2E=1 turns a missing qemu or kernel into a failure, not a skip.
 e2e:
