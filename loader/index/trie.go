@@ -1,0 +1,516 @@
+package index
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// File format (libkmod-index.c, depmod's index_write): big-endian u32
+// header {magic, version, root}; a node reference is a file offset whose
+// high bits say which parts the node has, in this order: a NUL-terminated
+// prefix, a child table {u8 first, u8 last, u32 child[last-first+1]}, and
+// values {u32 count, count × {u32 priority, NUL-terminated string}}.
+const (
+	trieMagic    = 0xB007F457
+	trieMajor    = 2
+	headerSize   = 12
+	flagPrefix   = 0x80000000
+	flagValues   = 0x40000000
+	flagChildren = 0x20000000
+	offsetMask   = 0x0FFFFFFF
+	// childMax bounds child characters: depmod indexes 7-bit ASCII only.
+	childMax = 128
+	// minValueSize is a value's smallest encoding: priority and a NUL.
+	minValueSize = 5
+	// noLowerBound is the lower bound for nodes when no sibling gives one:
+	// nodes start after the header.
+	noLowerBound = headerSize - 1
+)
+
+var _ Index = (*Trie)(nil)
+
+// Trie is one of kmod's binary index files. Its methods may be called
+// concurrently; Close waits for lookups in progress.
+//
+// depmod writes nodes in post-order: a node's whole subtree lies before it
+// in the file, and each child's subtree lies after its previous sibling.
+// The reader checks this while walking, so a corrupt file cannot make it
+// loop or visit a shared node twice in one walk.
+type Trie struct {
+	name   string
+	mu     sync.RWMutex // write-held by Close, which unmaps data
+	data   []byte
+	mapped bool
+	root   uint32
+}
+
+// OpenTrie maps the index file at path read-only and checks its header.
+func OpenTrie(path string) (*Trie, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close() // the mapping outlives the descriptor
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	size := fi.Size()
+	if size < headerSize {
+		return nil, &CorruptError{path, 0, fmt.Sprintf("file of %d bytes is shorter than the header", size)}
+	}
+	if size != int64(int(size)) {
+		return nil, fmt.Errorf("%s: file too large to map (%d bytes)", path, size)
+	}
+	data, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ, unix.MAP_PRIVATE)
+	if err != nil {
+		return nil, fmt.Errorf("%s: mmap: %w", path, err)
+	}
+	t, err := NewTrie(path, data)
+	if err != nil {
+		unix.Munmap(data)
+		return nil, err
+	}
+	t.mapped = true
+	return t, nil
+}
+
+// NewTrie reads an index from data, which must stay unmodified while the
+// Trie is in use; name is used in errors.
+func NewTrie(name string, data []byte) (*Trie, error) {
+	if len(data) < headerSize {
+		return nil, &CorruptError{name, 0, fmt.Sprintf("file of %d bytes is shorter than the header", len(data))}
+	}
+	if m := binary.BigEndian.Uint32(data); m != trieMagic {
+		return nil, &CorruptError{name, 0, fmt.Sprintf("bad magic %#08x, want %#08x", m, trieMagic)}
+	}
+	if v := binary.BigEndian.Uint32(data[4:]); v>>16 != trieMajor {
+		return nil, &CorruptError{name, 4, fmt.Sprintf("unsupported format version %d.%d, want %d.x", v>>16, v&0xffff, trieMajor)}
+	}
+	return &Trie{name: name, data: data, root: binary.BigEndian.Uint32(data[8:])}, nil
+}
+
+// Close unmaps the file. Lookups after Close return ErrClosed.
+func (t *Trie) Close() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	data := t.data
+	t.data = nil
+	if t.mapped && data != nil {
+		return unix.Munmap(data)
+	}
+	return nil
+}
+
+// node is a parsed node header; its slices point into the file.
+type node struct {
+	off         uint32 // file offset, without flags
+	prefix      []byte
+	first, last byte
+	children    []byte // (last-first+1) big-endian u32 references; nil if none
+	table       int    // offset of children in the file
+	nvalues     uint32
+	values      int // offset of the first value
+}
+
+func (t *Trie) corrupt(off int, format string, args ...any) error {
+	return &CorruptError{t.name, int64(off), fmt.Sprintf(format, args...)}
+}
+
+// scanBudget bounds the bytes one lookup may scan for string ends. In a
+// well-formed file, nodes do not overlap, so a walk scans each byte once
+// and a wildcard search at most once per key position (nested wildcard
+// subtrees) plus once on its way down. Crafted overlapping nodes could
+// otherwise make every visit scan most of the file.
+func (t *Trie) scanBudget(key string) int { return (len(key) + 2) * len(t.data) }
+
+// scan returns the length of the NUL-terminated string at d[p:], charging
+// the bytes read to budget.
+func (t *Trie) scan(p int, budget *int, what string) (int, error) {
+	end := bytes.IndexByte(t.data[p:], 0)
+	if end < 0 {
+		return 0, t.corrupt(p, "%s runs past end of file", what)
+	}
+	if *budget -= end + 1; *budget < 0 {
+		return 0, t.corrupt(p, "%s: nodes overlap (read more than a well-formed index needs)", what)
+	}
+	return end, nil
+}
+
+// readNode parses the node that ref points to. A reference whose offset is
+// 0 means "no node" to libkmod; callers check that first.
+func (t *Trie) readNode(ref uint32, budget *int) (node, error) {
+	d := t.data
+	n := node{off: ref & offsetMask}
+	p := int(n.off)
+	if p > len(d) || (p == len(d) && ref&(flagPrefix|flagChildren|flagValues) != 0) {
+		return n, t.corrupt(p, "node past end of file (size %#x)", len(d))
+	}
+	if ref&flagPrefix != 0 {
+		end, err := t.scan(p, budget, "prefix")
+		if err != nil {
+			return n, err
+		}
+		n.prefix = d[p : p+end]
+		p += end + 1
+	}
+	if ref&flagChildren != 0 {
+		if len(d)-p < 2 {
+			return n, t.corrupt(p, "child range past end of file")
+		}
+		n.first, n.last = d[p], d[p+1]
+		// depmod's keys are 7-bit C strings: no NUL, nothing above 0x7f.
+		if n.first == 0 || n.first > n.last || n.last >= childMax {
+			return n, t.corrupt(p, "bad child range %#x-%#x", n.first, n.last)
+		}
+		size := 4 * (int(n.last-n.first) + 1)
+		p += 2
+		if len(d)-p < size {
+			return n, t.corrupt(p, "child table past end of file")
+		}
+		n.children, n.table = d[p:p+size], p
+		p += size
+	}
+	if ref&flagValues != 0 {
+		if len(d)-p < 4 {
+			return n, t.corrupt(p, "value count past end of file")
+		}
+		n.nvalues = binary.BigEndian.Uint32(d[p:])
+		p += 4
+		if uint64(n.nvalues)*minValueSize > uint64(len(d)-p) {
+			return n, t.corrupt(p-4, "value count %d does not fit in the file", n.nvalues)
+		}
+		n.values = p
+	}
+	return n, nil
+}
+
+// childRef returns n's child reference for ch (0 if none), requiring its
+// offset to lie strictly between lo and n's own offset, as depmod's
+// post-order layout guarantees.
+func (t *Trie) childRef(n *node, ch byte, lo uint32) (uint32, error) {
+	if n.children == nil || ch < n.first || ch > n.last {
+		return 0, nil
+	}
+	at := 4 * int(ch-n.first)
+	ref := binary.BigEndian.Uint32(n.children[at:])
+	off := ref & offsetMask
+	if off == 0 {
+		return 0, nil
+	}
+	if off <= lo || off >= n.off {
+		return 0, t.corrupt(n.table+at, "child %q points to %#x, outside [%#x, %#x) where depmod puts it (a cycle?)", ch, off, lo+1, n.off)
+	}
+	return ref, nil
+}
+
+// value reads the value at offset p.
+func (t *Trie) value(p int, budget *int) (prio uint32, s []byte, next int, err error) {
+	d := t.data
+	if len(d)-p < minValueSize {
+		return 0, nil, 0, t.corrupt(p, "value past end of file")
+	}
+	prio = binary.BigEndian.Uint32(d[p:])
+	end, err := t.scan(p+4, budget, "value string")
+	if err != nil {
+		return 0, nil, 0, err
+	}
+	return prio, d[p+4 : p+4+end], p + 4 + end + 1, nil
+}
+
+// lookup runs fn with the mapping held, turning a fault on the mapping
+// (the file truncated under us) into an error instead of a crash.
+func (t *Trie) lookup(fn func() error) (err error) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	if t.data == nil {
+		return fmt.Errorf("%s: %w", t.name, ErrClosed)
+	}
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			if _, fault := r.(interface{ Addr() uintptr }); !fault {
+				panic(r)
+			}
+			err = fmt.Errorf("%s: %v (file changed while mapped?)", t.name, r)
+		}
+	}()
+	return fn()
+}
+
+// cstring cuts key at its first NUL, where libkmod's C string ends.
+func cstring(key string) string {
+	if i := strings.IndexByte(key, 0); i >= 0 {
+		return key[:i]
+	}
+	return key
+}
+
+// Search returns the values stored under exactly key, in file order
+// (ascending priority). libkmod's index_mm_search returns the first of
+// them only; the caller decides.
+func (t *Trie) Search(key string) ([]Value, error) {
+	var out []Value
+	err := t.lookup(func() error {
+		key := cstring(key)
+		budget := t.scanBudget(key)
+		ref, i := t.root, 0
+		for ref&offsetMask != 0 {
+			n, err := t.readNode(ref, &budget)
+			if err != nil {
+				return err
+			}
+			if len(key)-i < len(n.prefix) || key[i:i+len(n.prefix)] != string(n.prefix) {
+				return nil
+			}
+			i += len(n.prefix)
+			if i == len(key) {
+				out, err = t.appendValues(nil, &n, &budget)
+				return err
+			}
+			if ref, err = t.childRef(&n, key[i], noLowerBound); err != nil {
+				return err
+			}
+			i++
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// appendValues appends n's values in file order.
+func (t *Trie) appendValues(out []Value, n *node, budget *int) ([]Value, error) {
+	if out == nil && n.nvalues > 0 {
+		out = make([]Value, 0, n.nvalues)
+	}
+	p := n.values
+	for range n.nvalues {
+		prio, s, next, err := t.value(p, budget)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, Value{prio, string(s)})
+		p = next
+	}
+	return out, nil
+}
+
+// SearchWild returns the values of every stored key that matches key, the
+// way libkmod's index_mm_searchwild finds them: it follows key down the
+// trie; wherever the stored keys continue with '*', '?' or '[' (inside a
+// node's prefix, or as a child), it collects every stored key below that
+// point whose remainder, as an fnmatch pattern, matches the remainder of
+// key; and it adds the values stored under exactly key.
+//
+// Order: each value is inserted before the first one already collected
+// whose priority is greater or equal, as libkmod's add_value does; so the
+// result is sorted by priority, and among equal priorities the value found
+// later comes first. Subtrees are visited children first, in ascending
+// character order, then the node's own values in file order; at each node
+// on the path, the '*', '?' and '[' subtrees are visited in that order,
+// before the exact match.
+func (t *Trie) SearchWild(key string) ([]Value, error) {
+	w := wildSearch{t: t, key: cstring(key), buf: make([]byte, 0, 128)}
+	w.budget = t.scanBudget(w.key)
+	if err := t.lookup(w.descend); err != nil {
+		return nil, err
+	}
+	return w.out, nil
+}
+
+type wildSearch struct {
+	t      *Trie
+	key    string
+	buf    []byte // the stored key from the wildcard on, as a pattern
+	out    []Value
+	budget int // see scanBudget
+}
+
+// descend follows the key from the root (index_mm_searchwild_node).
+func (w *wildSearch) descend() error {
+	t := w.t
+	ref, i := t.root, 0
+	for ref&offsetMask != 0 {
+		n, err := t.readNode(ref, &w.budget)
+		if err != nil {
+			return err
+		}
+		for j, ch := range n.prefix {
+			if ch == '*' || ch == '?' || ch == '[' {
+				return w.collect(n, j, noLowerBound, w.key[i+j:])
+			}
+			if i+j >= len(w.key) || ch != w.key[i+j] {
+				return nil
+			}
+		}
+		i += len(n.prefix)
+		for _, wild := range [...]byte{'*', '?', '['} {
+			cref, err := t.childRef(&n, wild, noLowerBound)
+			if err != nil {
+				return err
+			}
+			if cref == 0 {
+				continue
+			}
+			child, err := t.readNode(cref, &w.budget)
+			if err != nil {
+				return err
+			}
+			w.buf = append(w.buf, wild)
+			err = w.collect(child, 0, noLowerBound, w.key[i:])
+			w.buf = w.buf[:len(w.buf)-1]
+			if err != nil {
+				return err
+			}
+		}
+		if i == len(w.key) {
+			return w.addValues(&n)
+		}
+		if ref, err = t.childRef(&n, w.key[i], noLowerBound); err != nil {
+			return err
+		}
+		i++
+	}
+	return nil
+}
+
+// collect visits the subtree at n, whose stored keys continue with
+// n.prefix[j:], and adds the values of those matching subkey
+// (index_mm_searchwild_all). Children must lie above lo.
+//
+// n is passed by value: a pointer would make every child escape to the heap
+// (escape analysis gives up on recursive calls).
+func (w *wildSearch) collect(n node, j int, lo uint32, subkey string) error {
+	t := w.t
+	base := len(w.buf)
+	w.buf = append(w.buf, n.prefix[j:]...)
+	if n.children != nil {
+		for ch := int(n.first); ch <= int(n.last); ch++ {
+			cref, err := t.childRef(&n, byte(ch), lo)
+			if err != nil {
+				return err
+			}
+			if cref == 0 {
+				continue
+			}
+			child, err := t.readNode(cref, &w.budget)
+			if err != nil {
+				return err
+			}
+			w.buf = append(w.buf, byte(ch))
+			if err := w.collect(child, 0, lo, subkey); err != nil {
+				return err
+			}
+			w.buf = w.buf[:len(w.buf)-1]
+			lo = child.off // the next sibling's subtree starts after this one
+		}
+	}
+	if n.nvalues > 0 && Match(unsafe.String(unsafe.SliceData(w.buf), len(w.buf)), subkey) {
+		if err := w.addValues(&n); err != nil {
+			return err
+		}
+	}
+	w.buf = w.buf[:base]
+	return nil
+}
+
+// addValues inserts n's values in file order, each before the first
+// collected value of greater or equal priority (libkmod's add_value).
+func (w *wildSearch) addValues(n *node) error {
+	p := n.values
+	for range n.nvalues {
+		prio, s, next, err := w.t.value(p, &w.budget)
+		if err != nil {
+			return err
+		}
+		lo, hi := 0, len(w.out)
+		for lo < hi {
+			mid := int(uint(lo+hi) >> 1)
+			if w.out[mid].Priority < prio {
+				lo = mid + 1
+			} else {
+				hi = mid
+			}
+		}
+		w.out = append(w.out, Value{})
+		copy(w.out[lo+1:], w.out[lo:])
+		w.out[lo] = Value{prio, string(s)}
+		p = next
+	}
+	return nil
+}
+
+// Walk calls fn for every key that has values, in the order of libkmod's
+// index dump (a node's values before its children, children by ascending
+// character). It stops at the first error from fn or the file.
+func (t *Trie) Walk(fn func(key string, values []Value) error) error {
+	return t.lookup(func() error {
+		if t.root&offsetMask == 0 {
+			return nil
+		}
+		budget := t.scanBudget("")
+		n, err := t.readNode(t.root, &budget)
+		if err != nil {
+			return err
+		}
+		w := walker{t: t, budget: budget, fn: fn}
+		return w.walk(n, noLowerBound)
+	})
+}
+
+// walker is one Walk in progress.
+type walker struct {
+	t      *Trie
+	buf    []byte // the key so far
+	budget int    // see scanBudget
+	fn     func(string, []Value) error
+}
+
+func (w *walker) walk(n node, lo uint32) error { // n by value: see collect
+	t := w.t
+	base := len(w.buf)
+	w.buf = append(w.buf, n.prefix...)
+	if n.nvalues > 0 {
+		values, err := t.appendValues(nil, &n, &w.budget)
+		if err != nil {
+			return err
+		}
+		if err := w.fn(string(w.buf), values); err != nil {
+			return err
+		}
+	}
+	if n.children != nil {
+		for ch := int(n.first); ch <= int(n.last); ch++ {
+			cref, err := t.childRef(&n, byte(ch), lo)
+			if err != nil {
+				return err
+			}
+			if cref == 0 {
+				continue
+			}
+			child, err := t.readNode(cref, &w.budget)
+			if err != nil {
+				return err
+			}
+			w.buf = append(w.buf, byte(ch))
+			if err := w.walk(child, lo); err != nil {
+				return err
+			}
+			w.buf = w.buf[:len(w.buf)-1]
+			lo = child.off
+		}
+	}
+	w.buf = w.buf[:base]
+	return nil
+}

@@ -1,0 +1,373 @@
+package index
+
+import (
+	"encoding/binary"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// The answers below were checked against modprobe --resolve-alias on the
+// fixture and against its modules.dep, whose line numbers (from 0) are the
+// priorities: intel_cstate 0, rapl 1, aesni_intel 2, sha1_ssse3 3,
+// ghash_clmulni_intel 4, crc32c_intel 5, kvm_intel 7, virtio_pci 15,
+// smsc 22, virtio_net 24, usbcore 27, uas 28, usb_storage 29,
+// acpi_cpufreq 32, pcc_cpufreq 33, dcdbas 35, hid_generic 37.
+func TestSearchWildFixture(t *testing.T) {
+	alias := openTrie(t, filepath.Join(fixtureDir, "modules.alias.bin"))
+	builtinAlias := openTrie(t, filepath.Join(fixtureDir, "modules.builtin.alias.bin"))
+	tests := []struct {
+		ix   *Trie
+		key  string
+		want []Value
+	}{
+		{alias, "virtio:d00000001v00001AF4", []Value{{24, "virtio_net"}}},
+		{alias, "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00", []Value{{15, "virtio_pci"}}},
+		// Model-specific and feature patterns of seven modules; two
+		// patterns of acpi_cpufreq match, and both stay, as in libkmod.
+		{alias, "cpu:type:x86,ven0000fam0006mod003F:feature:,0000,0016,0081,0085,0089,0094,0099,00E8", []Value{
+			{0, "intel_cstate"}, {1, "rapl"}, {2, "aesni_intel"}, {3, "sha1_ssse3"}, {4, "ghash_clmulni_intel"},
+			{5, "crc32c_intel"}, {7, "kvm_intel"}, {32, "acpi_cpufreq"}, {32, "acpi_cpufreq"},
+		}},
+		{alias, "acpi:ACPI0007:", []Value{{32, "acpi_cpufreq"}, {33, "pcc_cpufreq"}}},
+		// dmi:*:[bs]vnD[Ee][Ll][Ll]*:*
+		{alias, "dmi:bvnDellInc.:bvr2.3.1:bd01/01/2020:svnDellInc.:pnXPS13:", []Value{{35, "dcdbas"}}},
+		{alias, "dmi:bvnDELL:svnDELL:", []Value{{35, "dcdbas"}}},
+		{alias, "dmi:bvnDeLL:", nil},
+		// mdio:0000000000000111110000001111????
+		{alias, "mdio:00000000000001111100000011110001", []Value{{22, "smsc"}}},
+		{alias, "mdio:0000000000000111110000001111000", nil},
+		{alias, "usb:v0BC2p2322d0100dc00dsc00dp00ic08isc06ip62in00", []Value{{28, "uas"}}},
+		{alias, "usb:v0BC2p2322d0100dc00dsc00dp00ic08isc06ip50in00", []Value{{28, "uas"}, {29, "usb_storage"}}},
+		{alias, "hid:b0003g0001v0000046Dp0000C52B", []Value{{37, "hid_generic"}}},
+		{alias, "aes", []Value{{2, "aesni_intel"}}},
+		{alias, "nonexistent", nil},
+		{alias, "", nil},
+		{builtinAlias, "char_major_4_64", []Value{{0, "8250"}}},
+		{builtinAlias, "crypto_sha256", []Value{{0, "sha256_generic"}}},
+	}
+	for _, tt := range tests {
+		got, err := tt.ix.SearchWild(tt.key)
+		if err != nil || !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("%s: SearchWild(%q) = %v, %v; want %v", tt.ix.name, tt.key, got, err, tt.want)
+		}
+	}
+}
+
+func TestSearchFixture(t *testing.T) {
+	dep := openTrie(t, filepath.Join(fixtureDir, "modules.dep.bin"))
+	alias := openTrie(t, filepath.Join(fixtureDir, "modules.alias.bin"))
+	symbols := openTrie(t, filepath.Join(fixtureDir, "modules.symbols.bin"))
+	builtin := openTrie(t, filepath.Join(fixtureDir, "modules.builtin.bin"))
+	tests := []struct {
+		ix   *Trie
+		key  string
+		want []Value
+	}{
+		{dep, "usb_storage", []Value{{29, "kernel/drivers/usb/storage/usb-storage.ko: kernel/drivers/scsi/scsi_mod.ko kernel/drivers/scsi/scsi_common.ko kernel/drivers/usb/core/usbcore.ko kernel/drivers/usb/common/usb-common.ko"}}},
+		{dep, "virtio_rng", []Value{{16, "kernel/drivers/char/hw_random/virtio-rng.ko: kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko"}}},
+		{dep, "virtio-rng", nil}, // keys are normalised; callers normalise too
+		{dep, "e1000e", []Value{{23, "kernel/drivers/net/ethernet/intel/e1000e/e1000e.ko:"}}},
+		{dep, "e1000", nil},
+		{dep, "e1000e_", nil},
+		{symbols, "symbol:usb_register_driver", []Value{{27, "usbcore"}}},
+		{builtin, "8250", []Value{{0, ""}}},
+		{builtin, "825", nil},
+		// Exact search treats wildcards literally and returns file order.
+		{alias, "acpi*:ACPI0007:*", []Value{{32, "acpi_cpufreq"}, {33, "pcc_cpufreq"}}},
+		{alias, "acpi:ACPI0007:", nil},
+		{alias, "acpi", []Value{{32, "acpi_cpufreq"}}},
+		{alias, "", nil},
+		{alias, "acpi\x00ignored", []Value{{32, "acpi_cpufreq"}}}, // C strings end at NUL
+	}
+	for _, tt := range tests {
+		got, err := tt.ix.Search(tt.key)
+		if err != nil || !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("%s: Search(%q) = %v, %v; want %v", tt.ix.name, tt.key, got, err, tt.want)
+		}
+	}
+}
+
+// TestSearchWildTies checks libkmod's order for equal priorities against
+// what depmod and modprobe --resolve-alias produced for this input: each
+// value goes before those of equal priority already found.
+func TestSearchWildTies(t *testing.T) {
+	modinfo := "a.alias=foo\x00b.alias=foo\x00c.alias=fo*\x00a.alias=f-o-[a-b]\x00c.alias=x]y\x00b.alias=fo?\x00"
+	ix, bad, err := ParseText("modules.builtin.modinfo", []byte(modinfo), KindBuiltinModinfo, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(bad) != 1 || bad[0].Error() != `modules.builtin.modinfo:5: unmatched ']' in alias "x]y"` {
+		t.Errorf("bad = %v", bad)
+	}
+	for key, want := range map[string][]string{
+		"foo":   {"a", "b", "b", "c"},
+		"fox":   {"b", "c"},
+		"f_o_b": {"a"},
+		"f_o_c": nil,
+	} {
+		got, err := ix.SearchWild(key)
+		var names []string
+		for _, v := range got {
+			names = append(names, v.Value)
+		}
+		if err != nil || !reflect.DeepEqual(names, want) {
+			t.Errorf("SearchWild(%q) = %v, %v; want %v", key, names, err, want)
+		}
+	}
+	// Search returns the stored order, where depmod put b before a.
+	got, _ := ix.Search("foo")
+	if want := []Value{{0, "b"}, {0, "a"}}; !reflect.DeepEqual(got, want) {
+		t.Errorf("Search(foo) = %v, want %v", got, want)
+	}
+}
+
+func TestWalkFixture(t *testing.T) {
+	dep := openTrie(t, filepath.Join(fixtureDir, "modules.dep.bin"))
+	all := walkAll(t, dep)
+	if len(all) != 41 {
+		t.Errorf("Walk found %d modules, want 41", len(all))
+	}
+	for i := 1; i < len(all); i++ {
+		if all[i-1].key >= all[i].key {
+			t.Errorf("Walk order: %q before %q", all[i-1].key, all[i].key)
+		}
+	}
+	stop := errors.New("stop")
+	n := 0
+	err := dep.Walk(func(string, []Value) error { n++; return stop })
+	if err != stop || n != 1 {
+		t.Errorf("Walk did not stop at the first error: %v after %d calls", err, n)
+	}
+}
+
+func TestClose(t *testing.T) {
+	ix, err := OpenTrie(filepath.Join(fixtureDir, "modules.alias.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ix.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ix.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	if _, err := ix.SearchWild("acpi"); !errors.Is(err, ErrClosed) {
+		t.Errorf("SearchWild after Close: %v", err)
+	}
+	if _, err := ix.Search("acpi"); !errors.Is(err, ErrClosed) {
+		t.Errorf("Search after Close: %v", err)
+	}
+}
+
+func TestOpenErrors(t *testing.T) {
+	if _, err := OpenTrie(filepath.Join(fixtureDir, "no.bin")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("missing file: %v", err)
+	}
+	short := filepath.Join(t.TempDir(), "short.bin")
+	os.WriteFile(short, []byte{0xB0, 0x07}, 0o644)
+	var ce *CorruptError
+	if _, err := OpenTrie(short); !errors.As(err, &ce) || ce.File != short {
+		t.Errorf("short file: %v", err)
+	}
+}
+
+// trieFile assembles an index from a root reference and node bytes that
+// start at offset 12.
+func trieFile(root uint32, nodes ...[]byte) []byte {
+	b := binary.BigEndian.AppendUint32(nil, trieMagic)
+	b = binary.BigEndian.AppendUint32(b, 0x00020001)
+	b = binary.BigEndian.AppendUint32(b, root)
+	for _, n := range nodes {
+		b = append(b, n...)
+	}
+	return b
+}
+
+func u32(v uint32) []byte { return binary.BigEndian.AppendUint32(nil, v) }
+
+func cat(parts ...[]byte) []byte {
+	var b []byte
+	for _, p := range parts {
+		b = append(b, p...)
+	}
+	return b
+}
+
+var errFormat = regexp.MustCompile(`^x\.bin: offset 0x[0-9a-f]+: .+`)
+
+// TestCorrupt feeds broken files to every entry point: each must fail with
+// a *CorruptError naming the file and offset, without panicking.
+func TestCorrupt(t *testing.T) {
+	leaf := cat(u32(1), u32(7), []byte("m\x00")) // values {7 "m"}
+	tests := []struct {
+		name   string
+		data   []byte
+		reason string // part of the expected error
+	}{
+		{"bad magic", cat(u32(0xB007FA57), u32(0x20001), u32(12)), "bad magic"},
+		{"bad version", cat(u32(trieMagic), u32(0x30001), u32(12)), "unsupported format version 3.1"},
+		{"root past end", trieFile(flagValues | 0x1000), "node past end of file"},
+		{"root at end with values", trieFile(flagValues | 12), "node past end of file"},
+		{"prefix unterminated", trieFile(flagPrefix|12, []byte("abc")), "prefix runs past end"},
+		{"child range truncated", trieFile(flagChildren|12, []byte{'a'}), "child range past end"},
+		{"child range reversed", trieFile(flagChildren|12, []byte{'b', 'a'}, u32(0)), "bad child range"},
+		{"child range not ASCII", trieFile(flagChildren|12, []byte{'a', 0x80}), "bad child range"},
+		{"child table truncated", trieFile(flagChildren|12, []byte{'a', 'c'}, u32(0)), "child table past end"},
+		{"child is itself", trieFile(flagChildren|12, []byte{'a', 'a'}, u32(flagChildren|12)), "outside"},
+		{"child after parent", trieFile(flagChildren|12, []byte{'a', 'a'}, u32(flagValues|18), leaf), "outside"},
+		{"children share a node", trieFile(flagChildren|uint32(12+len(leaf)), leaf, []byte{'a', 'b'}, u32(flagValues|12), u32(flagValues|12)), "outside"},
+		{"value count truncated", trieFile(flagValues|12, []byte{0, 0}), "value count past end"},
+		{"huge value count", trieFile(flagValues|12, u32(0xFFFFFFFF), u32(1), []byte("m\x00")), "value count 4294967295"},
+		{"value unterminated", trieFile(flagValues|12, u32(1), u32(1), []byte("mod")), "value string runs past end"},
+		{"value missing", trieFile(flagValues|12, u32(2), u32(1), []byte("m\x00"), []byte("xyzw")), "value past end"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			errs := lookupAll(t, tt.data, "a", "ab", "*", "")
+			if len(errs) == 0 {
+				t.Fatal("no error")
+			}
+			for _, err := range errs {
+				var ce *CorruptError
+				if !errors.As(err, &ce) || !errFormat.MatchString(err.Error()) {
+					t.Errorf("error %q is not a CorruptError for x.bin", err)
+				}
+			}
+			if !strings.Contains(errs[0].Error(), tt.reason) {
+				t.Errorf("error %q does not say %q", errs[0], tt.reason)
+			}
+		})
+	}
+}
+
+// lookupAll opens data as x.bin and runs every lookup, returning the errors.
+func lookupAll(t *testing.T, data []byte, keys ...string) []error {
+	ix, err := NewTrie("x.bin", data)
+	if err != nil {
+		return []error{err}
+	}
+	var errs []error
+	if err := ix.Walk(func(string, []Value) error { return nil }); err != nil {
+		errs = append(errs, err)
+	}
+	for _, k := range keys {
+		if _, err := ix.Search(k); err != nil {
+			errs = append(errs, err)
+		}
+		if _, err := ix.SearchWild(k); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errs
+}
+
+// TestTruncated cuts a real index at every length: every cut must be
+// reported (the root node is written last, so any cut damages it).
+func TestTruncated(t *testing.T) {
+	for _, name := range []string{"modules.dep.bin", "modules.builtin.alias.bin"} {
+		data, err := os.ReadFile(filepath.Join(fixtureDir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for n := 0; n < len(data); n++ {
+			errs := lookupAll(t, data[:n:n], "usb_storage", "aes", "crypto_*", "*")
+			if len(errs) == 0 {
+				t.Fatalf("%s cut to %d bytes: no error", name, n)
+			}
+			var ce *CorruptError
+			if !errors.As(errs[0], &ce) || ce.File != "x.bin" {
+				t.Fatalf("%s cut to %d bytes: %v", name, n, errs[0])
+			}
+		}
+	}
+}
+
+func TestEmptyIndex(t *testing.T) {
+	// depmod writes an empty index as a root node without any part.
+	ix, err := NewTrie("x.bin", trieFile(12))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if errs := lookupAll(t, ix.data, "a", ""); len(errs) > 0 {
+		t.Errorf("empty index: %v", errs)
+	}
+	if v, err := ix.SearchWild("a"); v != nil || err != nil {
+		t.Errorf("SearchWild on empty index: %v, %v", v, err)
+	}
+	// libkmod treats a reference to offset 0 as no node at all.
+	ix, _ = NewTrie("x.bin", trieFile(flagValues))
+	if v, err := ix.Search(""); v != nil || err != nil {
+		t.Errorf("Search with root 0: %v, %v", v, err)
+	}
+}
+
+func FuzzTrie(f *testing.F) {
+	for _, name := range []string{"modules.dep.bin", "modules.builtin.alias.bin", "modules.builtin.bin"} {
+		data, err := os.ReadFile(filepath.Join(fixtureDir, name))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data, "usb_storage")
+		f.Add(data, "crypto_sha*")
+	}
+	f.Add(trieFile(flagChildren|12, []byte{'a', 'a'}, u32(flagChildren|12)), "aaa")
+	f.Fuzz(func(t *testing.T, data []byte, key string) {
+		ix, err := NewTrie("fuzz.bin", data)
+		if err != nil {
+			return
+		}
+		check := func(err error) {
+			var ce *CorruptError
+			if err != nil && !errors.As(err, &ce) {
+				t.Fatalf("error is not a CorruptError: %v", err)
+			}
+		}
+		_, err = ix.Search(key)
+		check(err)
+		_, err = ix.SearchWild(key)
+		check(err)
+		// Whatever Walk reports, Search must find under the same key.
+		var all []entry
+		err = ix.Walk(func(k string, v []Value) error {
+			if len(all) < 100 {
+				all = append(all, entry{k, v})
+			}
+			return nil
+		})
+		check(err)
+		if err != nil {
+			return
+		}
+		for _, e := range all {
+			if got, err := ix.Search(e.key); err != nil || !reflect.DeepEqual(got, e.values) {
+				t.Fatalf("Walk found %q = %v, Search gives %v, %v", e.key, e.values, got, err)
+			}
+		}
+	})
+}
+
+// TestTruncatedWhileMapped: a file cut short under the mapping faults on
+// access; the lookup reports it instead of crashing the process.
+func TestTruncatedWhileMapped(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(fixtureDir, "modules.alias.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "modules.alias.bin")
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ix := openTrie(t, path)
+	if err := os.Truncate(path, 0); err != nil {
+		t.Fatal(err)
+	}
+	_, err = ix.SearchWild("acpi:ACPI0007:")
+	if err == nil || !strings.Contains(err.Error(), path) {
+		t.Errorf("SearchWild on a truncated mapping: %v", err)
+	}
+}
