@@ -3,16 +3,16 @@ GO        ?= go
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 UNIT_PKGS := $(shell $(GO) list ./... | grep -v /e2e)
-FUZZTIME  ?= 15s
+FUZZTIME  ?= 10s
 
-.PHONY: build test unit fuzz e2e demo vet clean
+.PHONY: build test unit fuzz e2e index-real demo vet clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/modautoload ./cmd/modautoload
 
 # Everything: static checks, unit tests under the race detector, a bounded
 # fuzz run, and the real-kernel tests in qemu.
-test: vet unit fuzz e2e
+test: vet unit fuzz e2e index-real
 
 vet:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
@@ -23,7 +23,8 @@ unit:
 	$(GO) test -race -count=1 $(UNIT_PKGS)
 
 # go test fuzzes one target per run; each gets FUZZTIME.
-FUZZ_TARGETS := uevent:FuzzParse rules:FuzzParse rules:FuzzCmdline
+FUZZ_TARGETS := uevent:FuzzParse rules:FuzzParse rules:FuzzCmdline \
+	loader/index:FuzzTrie loader/index:FuzzText loader/index:FuzzMatch
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
@@ -34,6 +35,11 @@ fuzz:
 # MODAUTOLOAD_E2E=1 turns a missing qemu or kernel into a failure, not a skip.
 e2e:
 	MODAUTOLOAD_E2E=1 $(GO) test -count=1 -timeout 30m -v ./e2e/...
+
+# The index tests on the whole Debian module tree the e2e rig caches.
+index-real:
+	MODAUTOLOAD_MODULE_DIR="$$($(GO) run ./e2e/demo -module-dir)" \
+		$(GO) test -count=1 -run '^TestReal' -v ./loader/index
 
 demo:
 	$(GO) run ./e2e/demo

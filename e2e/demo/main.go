@@ -60,6 +60,17 @@ func (d *demoT) done() {
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	// -module-dir prints the cached kernel's module directory, fetching it
+	// if needed: make index-real runs the index tests on it.
+	if len(os.Args) == 2 && os.Args[1] == "-module-dir" {
+		k, err := e2e.EnsureKernel(ctx)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		fmt.Println(k.ModulesDir())
+		return
+	}
 	t := &demoT{}
 	code := 0
 	func() {
