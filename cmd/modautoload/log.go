@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -20,10 +19,11 @@ type logOptions struct {
 	target string // stderr, kmsg
 }
 
-func (o *logOptions) register(fs *flag.FlagSet) {
-	fs.StringVar(&o.format, "log-format", "auto", "log format: auto (console on a terminal, JSON otherwise), console, json")
-	fs.StringVar(&o.level, "log-level", "info", "least severe level logged: debug, info, warn, error")
-	fs.StringVar(&o.target, "log-target", "stderr", "where logs go: stderr, or kmsg (/dev/kmsg, for an initramfs without syslog)")
+func (o *logOptions) register(s *optSet) {
+	o.format, o.level, o.target = "auto", "info", "stderr"
+	s.stringVar(&o.format, 0, "log-format", "FORMAT", "auto (console on a terminal, JSON otherwise), console, json")
+	s.stringVar(&o.level, 0, "log-level", "LEVEL", "least severe level logged: debug, info (default), warn, error")
+	s.stringVar(&o.target, 0, "log-target", "TARGET", "stderr (default), or kmsg: /dev/kmsg, for an initramfs without syslog")
 }
 
 // logger builds the process logger from the flags.

@@ -5,7 +5,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -27,6 +26,7 @@ type command struct {
 
 var commands = map[string]command{
 	"monitor": {"print kernel uevents as they arrive", runMonitor},
+	"resolve": {"print what loading an alias or module would do, without loading", runResolve},
 }
 
 // cliEnv carries the process's streams so subcommands can be tested.
@@ -108,15 +108,19 @@ func versionString() string {
 	return rev
 }
 
-// parseFlags parses a subcommand's flags; it returns a non-negative exit
-// code when the process should stop (help asked, or bad flags).
-func parseFlags(fs *flag.FlagSet, env *cliEnv, args []string) int {
-	fs.SetOutput(env.stderr)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+// parseArgs parses a subcommand's options and returns its other
+// arguments. A non-negative code means the process should exit with it:
+// help was asked (0) or the options are wrong (2).
+func parseArgs(env *cliEnv, name, help string, s *optSet, args []string) ([]string, int) {
+	rest, err := s.parse(args)
+	if errors.Is(err, errHelp) {
+		fmt.Fprintf(env.stdout, "usage: modautoload %s\n\noptions:\n", help)
+		s.usage(env.stdout)
+		return nil, 0
 	}
-	return -1
+	if err != nil {
+		fmt.Fprintf(env.stderr, "modautoload %s: %v\n", name, err)
+		return nil, 2
+	}
+	return rest, -1
 }

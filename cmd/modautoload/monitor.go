@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -17,23 +16,28 @@ import (
 	"github.com/modautoload/modautoload/uevent"
 )
 
+const monitorHelp = `monitor [--json] [--rcvbuf BYTES]
+
+Prints kernel uevents as they arrive, like udevadm monitor --kernel --property.
+Messages not sent by the kernel are dropped, logged and counted. SIGINT or
+SIGTERM ends it after logging the totals.`
+
 func runMonitor(ctx context.Context, env *cliEnv, args []string) int {
-	fs := flag.NewFlagSet("monitor", flag.ContinueOnError)
-	var logOpts logOptions
-	logOpts.register(fs)
-	jsonOut := fs.Bool("json", false, "print one JSON object per event instead of udevadm's text format")
-	rcvbuf := fs.Int("rcvbuf", uevent.DefaultReadBuffer, "socket receive buffer in bytes")
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: modautoload monitor [--json] [--rcvbuf BYTES]\n\n"+
-			"Prints kernel uevents as they arrive, like `udevadm monitor --kernel --property`.\n"+
-			"Messages not sent by the kernel are dropped and counted. SIGINT or SIGTERM ends it.\n\n")
-		fs.PrintDefaults()
-	}
-	if code := parseFlags(fs, env, args); code >= 0 {
+	var (
+		s       optSet
+		logOpts logOptions
+		jsonOut bool
+		rcvbuf  = uevent.DefaultReadBuffer
+	)
+	s.boolVar(&jsonOut, 0, "json", "one JSON object per event instead of udevadm's text format")
+	s.intVar(&rcvbuf, 0, "rcvbuf", "BYTES", "socket receive buffer (default 128 MiB)")
+	logOpts.register(&s)
+	rest, code := parseArgs(env, "monitor", monitorHelp, &s, args)
+	if code >= 0 {
 		return code
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(env.stderr, "modautoload monitor: unexpected argument %q\n", fs.Arg(0))
+	if len(rest) > 0 {
+		fmt.Fprintf(env.stderr, "modautoload monitor: unexpected argument %q\n", rest[0])
 		return 2
 	}
 	log, closeLog, err := logOpts.logger(env.stderr)
@@ -43,14 +47,14 @@ func runMonitor(ctx context.Context, env *cliEnv, args []string) int {
 	}
 	defer closeLog.Close()
 
-	l, granted, err := uevent.Listen(uevent.Config{ReadBuffer: *rcvbuf})
+	l, granted, err := uevent.Listen(uevent.Config{ReadBuffer: rcvbuf})
 	if err != nil {
 		log.Error().Err(err).Msg("cannot listen for uevents")
 		return 1
 	}
 	defer l.Close()
 	log.Info().Int("rcvbuf", granted).Msg("listening for kernel uevents")
-	err = monitor(ctx, l, env.stdout, *jsonOut, log)
+	err = monitor(ctx, l, env.stdout, jsonOut, log)
 	logStats(log, l.Stats())
 	if err != nil {
 		log.Error().Err(err).Msg("monitor stopped")
