@@ -185,7 +185,7 @@ func instantiate(p, star string, one byte) string {
 // several ways: wildcards filled two ways, a near miss, case changes and
 // '-'/'_' swaps; plus every module name (both spellings), builtin names,
 // a sample of symbols, and the MODALIAS values the guest's kernel sent.
-func aliasInputs(t *testing.T, dir string) []string {
+func aliasInputs(t testing.TB, dir string) []string {
 	t.Helper()
 	set := map[string]bool{}
 	add := func(s string) {
@@ -231,7 +231,7 @@ func aliasInputs(t *testing.T, dir string) []string {
 	return inputs
 }
 
-func eachLine(t *testing.T, path string, fn func(fields []string)) {
+func eachLine(t testing.TB, path string, fn func(fields []string)) {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
@@ -252,7 +252,7 @@ func eachLine(t *testing.T, path string, fn func(fields []string)) {
 
 // guestModaliases are the MODALIAS values in the uevents captured from the
 // guest (uevent/testdata/kernel-uevents.txt).
-func guestModaliases(t *testing.T) []string {
+func guestModaliases(t testing.TB) []string {
 	t.Helper()
 	root, err := moduleRoot()
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/modautoload/modautoload/loader/index"
 )
@@ -24,6 +25,11 @@ type DB struct {
 	Problems []error
 
 	dep, alias, symbols, builtin, builtinAlias index.Index
+
+	// entries caches parsed modules.dep lines by module name: a plan reads
+	// the same few lines many times. Only modules that exist are cached,
+	// so made-up names cannot grow it.
+	entries sync.Map
 }
 
 // ModuleDir is where modules of kernel version kver live below the root
@@ -84,6 +90,9 @@ type depEntry struct {
 // directory, so a corrupt or hostile index cannot make us load a file from
 // anywhere else.
 func (db *DB) lookupDep(name string) (*depEntry, error) {
+	if e, ok := db.entries.Load(name); ok {
+		return e.(*depEntry), nil
+	}
 	vals, err := db.dep.Search(name)
 	if err != nil || len(vals) == 0 {
 		return nil, err
@@ -104,6 +113,7 @@ func (db *DB) lookupDep(name string) (*depEntry, error) {
 		}
 		e.deps = append(e.deps, p)
 	}
+	db.entries.Store(name, e)
 	return e, nil
 }
 

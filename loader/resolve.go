@@ -225,7 +225,7 @@ func (p *planner) visit(m *Module, required, ignoreCmd bool) error {
 		return nil
 	}
 	p.visited[m.key()] = true
-	deps, err := p.r.deps(m)
+	deps, err := p.r.Dependencies(m)
 	if err != nil {
 		return err
 	}
@@ -293,9 +293,9 @@ func (r *Resolver) lookupAll(names []string) ([]*Module, error) {
 	return out, nil
 }
 
-// deps returns m's dependencies from modules.dep, the last listed first:
-// depmod lists the deepest dependencies last.
-func (r *Resolver) deps(m *Module) ([]*Module, error) {
+// Dependencies returns m's dependencies from modules.dep in load order,
+// the last listed first: depmod lists the deepest dependencies last.
+func (r *Resolver) Dependencies(m *Module) ([]*Module, error) {
 	e, err := r.DB.lookupDep(m.Name)
 	if e == nil || err != nil {
 		return nil, err

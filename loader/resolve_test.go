@@ -2,8 +2,10 @@ package loader
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -225,4 +227,43 @@ func TestOpenDBNeedsModulesDep(t *testing.T) {
 	if _, err := OpenDB(t.TempDir()); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("err = %v, want not-exist", err)
 	}
+}
+
+// A long-lived resolver (the daemon's) must not grow with the number of
+// lookups: its caches hold only what the indexes contain, never inputs.
+func TestResolverMemoryBounded(t *testing.T) {
+	r := newResolver(t, fixture, policy)
+	data, err := os.ReadFile(filepath.Join(fixture, "modules.alias"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var real []string
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) == 3 {
+			real = append(real, strings.NewReplacer("*", "1", "?", "2", "[", "", "]", "").Replace(f[1]))
+		}
+	}
+	pass := func(round int) uint64 {
+		for i := 0; i < 20000; i++ {
+			in := real[i%len(real)]
+			if i%2 == 1 { // a new name every time: never seen before
+				in = fmt.Sprintf("%s-%d-%d", in, round, i)
+			}
+			if _, err := r.Resolve(in, false); err != nil && !errors.Is(err, ErrBadName) {
+				t.Fatal(err)
+			}
+		}
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	pass(0) // fills the caches
+	before := pass(1)
+	pass(2)
+	after := pass(3)
+	if after > before+256<<10 {
+		t.Errorf("heap grew from %d to %d bytes over 40,000 more lookups", before, after)
+	}
+	t.Logf("heap %d -> %d bytes", before, after)
 }

@@ -8,7 +8,6 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -50,6 +49,10 @@ type Trie struct {
 	data   []byte
 	mapped bool
 	root   uint32
+
+	// subtrees caches the keys below wildcard branches (subtreeKey to
+	// []storedKey), filled as searches visit them.
+	subtrees sync.Map
 }
 
 // OpenTrie maps the index file at path read-only and checks its header.
@@ -348,7 +351,7 @@ func (w *wildSearch) descend() error {
 		}
 		for j, ch := range n.prefix {
 			if ch == '*' || ch == '?' || ch == '[' {
-				return w.collect(n, j, noLowerBound, w.key[i+j:])
+				return w.collect(n, j, w.key[i+j:])
 			}
 			if i+j >= len(w.key) || ch != w.key[i+j] {
 				return nil
@@ -368,7 +371,7 @@ func (w *wildSearch) descend() error {
 				return err
 			}
 			w.buf = append(w.buf, wild)
-			err = w.collect(child, 0, noLowerBound, w.key[i:])
+			err = w.collect(child, 0, w.key[i:])
 			w.buf = w.buf[:len(w.buf)-1]
 			if err != nil {
 				return err
@@ -385,16 +388,65 @@ func (w *wildSearch) descend() error {
 	return nil
 }
 
-// collect visits the subtree at n, whose stored keys continue with
-// n.prefix[j:], and adds the values of those matching subkey
-// (index_mm_searchwild_all). Children must lie above lo.
+// collect adds the values of every stored key in the subtree at n (whose
+// keys continue with n.prefix[j:]) that matches subkey as an fnmatch
+// pattern from the wildcard on (index_mm_searchwild_all). The subtree's
+// keys are read from the file once and kept: walking the same wildcard
+// branch for every lookup was most of the cost of a search.
+func (w *wildSearch) collect(n node, j int, subkey string) error {
+	keys, err := w.t.subtree(n, j, w.buf, &w.budget)
+	if err != nil {
+		return err
+	}
+	for i := range keys {
+		if Match(keys[i].pattern, subkey) {
+			if err := w.addValues(&node{values: keys[i].values, nvalues: keys[i].nvalues}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// storedKey is a key below a wildcard branch: the pattern from the
+// wildcard on, and where its values are.
+type storedKey struct {
+	pattern string
+	values  int
+	nvalues uint32
+}
+
+type subtreeKey struct {
+	off uint32
+	j   int
+}
+
+// subtree returns the keys with values in the subtree at n, in libkmod's
+// visiting order (children first, by ascending character, then the node),
+// each pattern starting with lead. The result is cached per subtree; lead
+// is the same for every visit of a subtree, since a node has one parent.
+func (t *Trie) subtree(n node, j int, lead []byte, budget *int) ([]storedKey, error) {
+	k := subtreeKey{n.off, j}
+	if keys, ok := t.subtrees.Load(k); ok {
+		return keys.([]storedKey), nil
+	}
+	var keys []storedKey
+	buf := append(make([]byte, 0, 128), lead...)
+	if err := t.flatten(n, j, noLowerBound, &buf, &keys, budget); err != nil {
+		return nil, err
+	}
+	t.subtrees.Store(k, keys)
+	return keys, nil
+}
+
+// flatten appends the keys of the subtree at n to keys. Children must lie
+// above lo.
 //
 // n is passed by value: a pointer would make every child escape to the heap
 // (escape analysis gives up on recursive calls).
-func (w *wildSearch) collect(n node, j int, lo uint32, subkey string) error {
-	t := w.t
-	base := len(w.buf)
-	w.buf = append(w.buf, n.prefix[j:]...)
+func (t *Trie) flatten(n node, j int, lo uint32, buf *[]byte, keys *[]storedKey, budget *int) error {
+	base := len(*buf)
+	*buf = append(*buf, n.prefix[j:]...)
 	if n.children != nil {
 		for ch := int(n.first); ch <= int(n.last); ch++ {
 			cref, err := t.childRef(&n, byte(ch), lo)
@@ -404,24 +456,22 @@ func (w *wildSearch) collect(n node, j int, lo uint32, subkey string) error {
 			if cref == 0 {
 				continue
 			}
-			child, err := t.readNode(cref, &w.budget)
+			child, err := t.readNode(cref, budget)
 			if err != nil {
 				return err
 			}
-			w.buf = append(w.buf, byte(ch))
-			if err := w.collect(child, 0, lo, subkey); err != nil {
+			*buf = append(*buf, byte(ch))
+			if err := t.flatten(child, 0, lo, buf, keys, budget); err != nil {
 				return err
 			}
-			w.buf = w.buf[:len(w.buf)-1]
+			*buf = (*buf)[:len(*buf)-1]
 			lo = child.off // the next sibling's subtree starts after this one
 		}
 	}
-	if n.nvalues > 0 && Match(unsafe.String(unsafe.SliceData(w.buf), len(w.buf)), subkey) {
-		if err := w.addValues(&n); err != nil {
-			return err
-		}
+	if n.nvalues > 0 {
+		*keys = append(*keys, storedKey{pattern: string(*buf), values: n.values, nvalues: n.nvalues})
 	}
-	w.buf = w.buf[:base]
+	*buf = (*buf)[:base]
 	return nil
 }
 
