@@ -3,8 +3,10 @@ module github.com/modautoload/modautoload
 go 1.26.0
 
 require (
+	github.com/klauspost/compress v1.20.4
 	github.com/mdlayher/socket v0.8.0
 	github.com/rs/zerolog v1.35.1
+	github.com/ulikunitz/xz v0.5.17
 	golang.org/x/sys v0.50.0
 )
 

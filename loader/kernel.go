@@ -1,0 +1,82 @@
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Kernel is the system-call seam of the loader: the two ways to hand a
+// module to the kernel. SystemKernel is the real one; tests use fakes.
+type Kernel interface {
+	// FinitModule loads the module in f (finit_module(2)).
+	FinitModule(f *os.File, params string, flags int) error
+	// InitModule loads a module image from memory (init_module(2)), for
+	// files the kernel cannot decompress itself.
+	InitModule(image []byte, params string) error
+}
+
+// MODULE_INIT_COMPRESSED_FILE: the kernel decompresses the file itself.
+const initCompressedFile = 4
+
+// SystemKernel makes the real system calls.
+type SystemKernel struct{}
+
+func (SystemKernel) FinitModule(f *os.File, params string, flags int) error {
+	return unix.FinitModule(int(f.Fd()), params, flags)
+}
+
+func (SystemKernel) InitModule(image []byte, params string) error {
+	return unix.InitModule(image, params)
+}
+
+// Initstate is what sysfs says of a module.
+type Initstate string
+
+const (
+	StateAbsent Initstate = ""       // no /sys/module/NAME: not loaded
+	StateComing Initstate = "coming" // loading: initstate says so, or the directory exists without it
+	StateLive   Initstate = "live"
+	StateGoing  Initstate = "going" // its init failed, or it is being removed
+)
+
+// readInitstate reads /sys/module/NAME/initstate under sysfs. A directory
+// without initstate is "coming", never "built in": sysfs creates the
+// directory before the attribute, and kmod-18 returning early in that
+// window is the bug this project exists for. Built-in modules are known
+// from the builtin index only, before sysfs is asked.
+func readInitstate(sysfs, name string) (Initstate, error) {
+	dir := filepath.Join(sysfs, "module", name)
+	data, err := os.ReadFile(filepath.Join(dir, "initstate"))
+	if err == nil {
+		switch s := Initstate(strings.TrimSpace(string(data))); s {
+		case StateLive, StateComing, StateGoing:
+			return s, nil
+		default:
+			return "", fmt.Errorf("%s/initstate: unknown state %.32q", dir, s)
+		}
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	if _, err := os.Stat(dir); err == nil {
+		return StateComing, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	return StateAbsent, nil
+}
+
+// checkModuleName refuses names that could not be a kernel module's and
+// would be dangerous in a sysfs path: empty, with '/' or NUL, starting with
+// '.', or longer than the kernel's MODULE_NAME_LEN allows.
+func checkModuleName(name string) error {
+	if name == "" || len(name) > 55 || name[0] == '.' || strings.ContainsAny(name, "/\x00") {
+		return fmt.Errorf("%w: %.64q", ErrBadName, name)
+	}
+	return nil
+}
