@@ -18,6 +18,8 @@ type Kernel interface {
 	// InitModule loads a module image from memory (init_module(2)), for
 	// files the kernel cannot decompress itself.
 	InitModule(image []byte, params string) error
+	// DeleteModule unloads a module (delete_module(2)).
+	DeleteModule(name string, flags int) error
 }
 
 // MODULE_INIT_COMPRESSED_FILE: the kernel decompresses the file itself.
@@ -32,6 +34,10 @@ func (SystemKernel) FinitModule(f *os.File, params string, flags int) error {
 
 func (SystemKernel) InitModule(image []byte, params string) error {
 	return unix.InitModule(image, params)
+}
+
+func (SystemKernel) DeleteModule(name string, flags int) error {
+	return unix.DeleteModule(name, flags)
 }
 
 // Initstate is what sysfs says of a module.

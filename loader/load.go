@@ -243,52 +243,111 @@ func (l *Loader) setState(name, state string, err error) {
 // else is loading it, else run its install command or hand its file to
 // the kernel.
 func (l *Loader) load(s Step) error {
-	st, err := readInitstate(l.Sysfs, s.Name)
-	if err != nil {
-		return &LoadError{Module: s.Name, Op: "read initstate", Err: err}
-	}
-	switch st {
-	case StateLive:
-		l.already.Add(1)
-		return nil
-	case StateComing:
-		l.waited.Add(1)
-		return l.waitLive(s.Name)
-	case StateGoing:
-		// Removal or a failed init in progress: load once it is gone.
-		if err := l.waitGone(s.Name); err != nil {
-			return err
-		}
+	if done, err := l.settled(s.Name); done {
+		return err
 	}
 	if s.HasInstall {
+		// No file lock here: an install command may well run modprobe
+		// for this very module.
 		return l.runInstall(s)
 	}
 	if s.Path == "" {
 		return &LoadError{Module: s.Name, Op: "find", Err: fmt.Errorf("not in modules.dep: %w", unix.ENOENT)}
 	}
-	err = l.insert(s)
+	f, err := os.OpenFile(s.Path, os.O_RDONLY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return &LoadError{Module: s.Name, Path: s.Path, Op: "open", Err: err}
+	}
+	defer f.Close() // also drops the lock
+	// Other modautoload processes (the kernel's helpers, the command
+	// line) lock the same file, so the kernel gets one finit_module per
+	// module across processes too, not one per helper.
+	if err := l.lock(f); err != nil {
+		return &LoadError{Module: s.Name, Path: s.Path, Op: "lock", Err: err}
+	}
+	// Whoever held the lock has loaded it, or failed, meanwhile.
+	if done, err := l.settled(s.Name); done {
+		return err
+	}
+	err = l.insert(s, f)
 	switch {
 	case err == nil:
 		l.loaded.Add(1)
 		return nil
 	case errors.Is(err, unix.EEXIST):
-		// Another loader got there first; it is live or about to be.
+		// A loader outside our locks got there first; it is live or
+		// about to be. Unless the module's own init said EEXIST
+		// (kvm_intel when kvm_amd is loaded): then it is gone.
 		l.waited.Add(1)
-		return l.waitLive(s.Name)
+		if werr := l.waitLive(s.Name); werr != nil {
+			if errors.Is(werr, ErrGone) {
+				return &LoadError{Module: s.Name, Path: s.Path, Op: "finit_module",
+					Err: fmt.Errorf("its init failed and it is not loaded: %w", unix.EEXIST)}
+			}
+			return werr
+		}
+		return nil
 	default:
 		return err
 	}
 }
 
-// insert hands the module file to the kernel: the file descriptor when the
-// kernel can read it (uncompressed, or compressed the way the kernel
-// decompresses), else the decompressed image.
-func (l *Loader) insert(s Step) error {
-	f, err := os.OpenFile(s.Path, os.O_RDONLY|syscall.O_CLOEXEC, 0)
+// settled reports whether sysfs leaves nothing to load: the module is live,
+// or someone else is loading it and we waited for the outcome. A module on
+// its way out is waited for, then loaded again.
+func (l *Loader) settled(name string) (bool, error) {
+	st, err := readInitstate(l.Sysfs, name)
 	if err != nil {
-		return &LoadError{Module: s.Name, Path: s.Path, Op: "open", Err: err}
+		return true, &LoadError{Module: name, Op: "read initstate", Err: err}
 	}
-	defer f.Close()
+	switch st {
+	case StateLive:
+		l.already.Add(1)
+		return true, nil
+	case StateComing:
+		l.waited.Add(1)
+		return true, l.waitLive(name)
+	case StateGoing:
+		if err := l.waitGone(name); err != nil {
+			return true, err
+		}
+	}
+	return false, nil
+}
+
+// lock takes an exclusive flock on the module file, polling so that a
+// stuck holder cannot hold us past the live timeout or shutdown.
+func (l *Loader) lock(f *os.File) error {
+	deadline := time.Now().Add(l.liveTimeout())
+	delay := time.Millisecond
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("held by another process for %s", l.liveTimeout())
+		}
+		select {
+		case <-time.After(delay):
+		case <-l.ctx.Done():
+			return l.ctx.Err()
+		}
+		delay = min(delay*2, 50*time.Millisecond)
+	}
+}
+
+func (l *Loader) liveTimeout() time.Duration {
+	if l.LiveTimeout <= 0 {
+		return DefaultLiveTimeout
+	}
+	return l.LiveTimeout
+}
+
+// insert hands the open module file to the kernel: the file descriptor when
+// the kernel can read it (uncompressed, or compressed the way the kernel
+// decompresses), else the decompressed image.
+func (l *Loader) insert(s Step, f *os.File) error {
 	comp, err := detectCompression(f)
 	if err != nil {
 		return &LoadError{Module: s.Name, Path: s.Path, Op: "read", Err: err}
@@ -335,10 +394,7 @@ func (l *Loader) waitGone(name string) error {
 }
 
 func (l *Loader) waitFor(name string, done func(Initstate) (bool, error)) error {
-	timeout := l.LiveTimeout
-	if timeout <= 0 {
-		timeout = DefaultLiveTimeout
-	}
+	timeout := l.liveTimeout()
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	delay := time.Millisecond

@@ -63,6 +63,17 @@ func (k *fakeKernel) InitModule(image []byte, params string) error {
 	return k.load(name)
 }
 
+func (k *fakeKernel) DeleteModule(name string, flags int) error {
+	k.mu.Lock()
+	k.calls = append(k.calls, "-"+name)
+	k.mu.Unlock()
+	dir := filepath.Join(k.sysfs, "module", name)
+	if _, err := os.Stat(dir); err != nil {
+		return unix.ENOENT
+	}
+	return os.RemoveAll(dir)
+}
+
 func (k *fakeKernel) load(name string) error {
 	k.mu.Lock()
 	k.calls = append(k.calls, name)
@@ -381,6 +392,31 @@ func TestProbeDependencyOrder(t *testing.T) {
 	}
 }
 
+func TestRemoveWithDependencies(t *testing.T) {
+	deps := map[string][]string{"uas": {"usb_storage", "usbcore"}, "usb_storage": {"usbcore"}, "other": {"usbcore"}}
+	dir := moduleTree(t, deps, []string{"usbcore", "usb_storage", "uas", "other"})
+	k := newFakeKernel(t, nil)
+	l := newTestLoader(t, k)
+	r := newResolver(t, dir, "")
+	for _, m := range []string{"uas", "other"} {
+		if _, err := l.Probe(context.Background(), r, m, ProbeOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// "other" still uses usbcore: the kernel counts it.
+	os.WriteFile(filepath.Join(k.sysfs, "module", "usbcore", "refcnt"), []byte("1\n"), 0o644)
+	k.calls = nil
+	if err := l.Remove(r, "uas"); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(k.calls, " "); got != "-uas -usb_storage" {
+		t.Errorf("removed %s, want uas then usb_storage, usbcore kept", got)
+	}
+	if err := l.Remove(r, "uas"); !errors.Is(err, ErrNotLoaded) {
+		t.Errorf("second remove: %v", err)
+	}
+}
+
 func TestProbeFailedDependencyStops(t *testing.T) {
 	dir := moduleTree(t, map[string][]string{"top": {"dep"}}, []string{"dep", "top"})
 	k := newFakeKernel(t, map[string]fakeModule{"dep": {fail: unix.ENOEXEC}})
@@ -497,5 +533,40 @@ func TestBadModuleNames(t *testing.T) {
 		if err := l.Ensure(context.Background(), Step{Name: name, Path: "/x", Required: true}); !errors.Is(err, ErrBadName) {
 			t.Errorf("%q: err = %v", name, err)
 		}
+	}
+}
+
+// kvm_intel's init returns EEXIST when kvm_amd is loaded: the same errno
+// as a duplicate load, but the module is gone. That is a failure, named.
+func TestInitReturningEEXIST(t *testing.T) {
+	dir := moduleTree(t, nil, []string{"kvm_intel"})
+	k := newFakeKernel(t, map[string]fakeModule{"kvm_intel": {fail: unix.EEXIST}})
+	l := newTestLoader(t, k)
+	err := l.Ensure(context.Background(), step(dir, "kvm_intel"))
+	if !errors.Is(err, unix.EEXIST) || !strings.Contains(err.Error(), "init failed") {
+		t.Fatalf("err = %v, want EEXIST from init, reported as a failure", err)
+	}
+}
+
+// Separate processes (the kernel's helpers) do not share a Loader; the
+// lock on the module file keeps them to one finit_module all the same.
+// Each Loader here stands for a process: flock conflicts between open
+// files, not processes.
+func TestOnlyOnceAcrossProcesses(t *testing.T) {
+	dir := moduleTree(t, nil, []string{"xfrm_user"})
+	k := newFakeKernel(t, map[string]fakeModule{"xfrm_user": {window: 20 * time.Millisecond, init: 100 * time.Millisecond}})
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := newTestLoader(t, k).Ensure(context.Background(), step(dir, "xfrm_user")); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := k.callsOf("xfrm_user"); n != 1 {
+		t.Errorf("finit_module called %d times by 8 processes, want 1", n)
 	}
 }

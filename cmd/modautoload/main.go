@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
 	"sort"
 	"syscall"
@@ -25,8 +26,9 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"monitor": {"print kernel uevents as they arrive", runMonitor},
-	"resolve": {"print what loading an alias or module would do, without loading", runResolve},
+	"monitor":  {"print kernel uevents as they arrive", runMonitor},
+	"resolve":  {"print what loading an alias or module would do, without loading", runResolve},
+	"modprobe": {"load or unload modules like kmod's modprobe (also as a link named modprobe)", runModprobe},
 }
 
 // cliEnv carries the process's streams so subcommands can be tested.
@@ -37,7 +39,13 @@ type cliEnv struct {
 func main() {
 	// SIGINT and SIGTERM cancel ctx; subcommands stop cleanly on it.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	code := run(ctx, &cliEnv{stdout: os.Stdout, stderr: os.Stderr}, os.Args[1:])
+	args := os.Args[1:]
+	// Called through a link named modprobe: the kernel's request_module
+	// and scripts expect kmod's command line.
+	if filepath.Base(os.Args[0]) == "modprobe" {
+		args = append([]string{"modprobe"}, args...)
+	}
+	code := run(ctx, &cliEnv{stdout: os.Stdout, stderr: os.Stderr}, args)
 	stop()
 	os.Exit(code)
 }

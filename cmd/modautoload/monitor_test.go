@@ -137,3 +137,53 @@ func TestCLI(t *testing.T) {
 		}
 	}
 }
+
+func TestOptSetParsesLikeGetopt(t *testing.T) {
+	var (
+		s             optSet
+		q, v          bool
+		dir, cfgValue string
+		cfgs          []string
+	)
+	s.boolVar(&q, 'q', "quiet", "")
+	s.boolVar(&v, 'v', "verbose", "")
+	s.stringVar(&dir, 'd', "basedir", "DIR", "")
+	s.stringsVar(&cfgs, 'C', "config", "PATH", "")
+	s.stringVar(&cfgValue, 0, "only-long", "X", "")
+	rest, err := s.parse([]string{"-qv", "-d/root", "name", "--config=a", "-C", "b", "--only-long", "x", "p=1", "--", "-notaflag"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !q || !v || dir != "/root" || strings.Join(cfgs, ",") != "a,b" || cfgValue != "x" {
+		t.Errorf("q %v v %v dir %q cfgs %v long %q", q, v, dir, cfgs, cfgValue)
+	}
+	if strings.Join(rest, " ") != "name p=1 -notaflag" {
+		t.Errorf("rest %q", rest)
+	}
+	for _, bad := range [][]string{{"-x"}, {"--nope"}, {"-d"}, {"--quiet=1"}} {
+		if _, err := s.parse(bad); err == nil {
+			t.Errorf("%v parsed", bad)
+		}
+	}
+}
+
+func TestModprobeUsage(t *testing.T) {
+	cases := []struct {
+		args []string
+		code int
+		out  string
+	}{
+		{[]string{"modprobe"}, 1, "no module name"},
+		{[]string{"modprobe", "--bogus"}, 1, "unknown option"},
+		{[]string{"modprobe", "-V"}, 0, "modautoload "},
+		{[]string{"modprobe", "../../etc/shadow"}, 1, "invalid module name"},
+		{[]string{"modprobe", "-h"}, 0, "/proc/sys/kernel/modprobe"},
+	}
+	for _, tc := range cases {
+		var out bytes.Buffer
+		code := run(context.Background(), &cliEnv{stdout: &out, stderr: &out}, tc.args)
+		if code != tc.code || !strings.Contains(out.String(), tc.out) {
+			t.Errorf("%v: exit %d, output %q; want %d and %q", tc.args, code, out.String(), tc.code, tc.out)
+		}
+	}
+}

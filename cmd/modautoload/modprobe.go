@@ -1,0 +1,214 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/rs/zerolog"
+
+	"github.com/modautoload/modautoload/loader"
+)
+
+const modprobeHelp = `modprobe [-q] [-n] [-v] [-b] [-a] [-r] [-i] [-R] [--show-depends] [-d DIR] [-S VERSION] [-C PATH] [--] NAME [PARAM=VALUE...]
+
+Loads (or with -r unloads) a module and its dependencies, like kmod's
+modprobe, with the same exit status: 0 on success, 1 on any failure. The
+kernel runs it as "modprobe -q -- NAME" when /proc/sys/kernel/modprobe
+names it (or a link to it called modprobe). It returns success only when
+every module is built in or live, and hands each module to the kernel at
+most once at a time, however many modprobe processes ask at once.`
+
+type modprobeFlags struct {
+	all, useBlacklist, dryRun, verbose, quiet, remove bool
+	ignoreInstall, resolveAlias, showDepends, syslog  bool
+	version                                           bool
+}
+
+func runModprobe(ctx context.Context, env *cliEnv, args []string) int {
+	var (
+		s       optSet
+		f       modprobeFlags
+		mods    moduleOptions
+		logOpts logOptions
+	)
+	s.boolVar(&f.all, 'a', "all", "every NAME is a module to load; no parameters")
+	s.boolVar(&f.useBlacklist, 'b', "use-blacklist", "apply the blacklist to NAME itself, not only to aliases")
+	s.boolVar(&f.dryRun, 'n', "dry-run", "do everything but load or unload")
+	s.boolVar(&f.verbose, 'v', "verbose", "print each action (insmod, install, rmmod) before doing it")
+	s.boolVar(&f.quiet, 'q', "quiet", "print no error messages")
+	s.boolVar(&f.remove, 'r', "remove", "unload NAME, then its dependencies that nothing uses")
+	s.boolVar(&f.ignoreInstall, 'i', "ignore-install", "load modules even if modprobe.d has an install command for them")
+	s.boolVar(&f.ignoreInstall, 0, "ignore-remove", "the same as --ignore-install, for -r")
+	s.boolVar(&f.resolveAlias, 'R', "resolve-alias", "print the names NAME resolves to, one per line")
+	s.boolVar(&f.showDepends, 'D', "show-depends", "print what loading NAME takes, as insmod/install/builtin lines")
+	s.boolVar(&f.syslog, 's', "syslog", "log to /dev/kmsg (there is no syslog in an initramfs)")
+	s.boolVar(&f.version, 'V', "version", "print the version")
+	mods.register(&s)
+	logOpts.register(&s)
+	rest, code := parseArgs(env, "modprobe", modprobeHelp, &s, args)
+	if code == 2 {
+		return 1 // kmod's modprobe exits 1 on bad usage too
+	}
+	if code >= 0 {
+		return code
+	}
+	if f.version {
+		fmt.Fprintf(env.stdout, "modautoload %s\n", versionString())
+		return 0
+	}
+	switch {
+	case f.quiet:
+		logOpts.level = "fatal"
+	case f.verbose && logOpts.level == "info":
+		logOpts.level = "debug"
+	}
+	if f.syslog {
+		logOpts.target = "kmsg"
+	}
+	log, closeLog, err := logOpts.logger(env.stderr)
+	if err != nil {
+		fmt.Fprintf(env.stderr, "modprobe: %v\n", err)
+		return 1
+	}
+	defer closeLog.Close()
+
+	if len(rest) == 0 {
+		log.Error().Msg("no module name given")
+		return 1
+	}
+	names, params := rest, ""
+	if !f.all && !f.remove {
+		names, params = rest[:1], strings.Join(rest[1:], " ")
+	}
+	for _, n := range names {
+		// A module name never has ':'; an alias (devname:net/tun) may
+		// have '/'. A bare name with '/' or ".." is an attempt at a path.
+		if !strings.Contains(n, ":") && (strings.Contains(n, "/") || strings.Contains(n, "..")) {
+			log.Error().Str("name", n).Msg("invalid module name: module names contain no '/' or '..'")
+			return 1
+		}
+	}
+
+	r, problems, err := mods.resolver()
+	if err != nil {
+		log.Error().Err(err).Msg("cannot open the module database")
+		return 1
+	}
+	defer r.DB.Close()
+	for _, p := range problems {
+		log.Debug().Err(p).Msg("configuration line skipped")
+	}
+
+	out := bufio.NewWriter(env.stdout)
+	defer out.Flush()
+	switch {
+	case f.resolveAlias || f.showDepends || f.dryRun && !f.remove:
+		return showModules(out, log, r, names, params, f)
+	case f.remove:
+		return removeModules(out, log, r, names, f)
+	}
+	return loadModules(ctx, out, log, r, names, params, f)
+}
+
+// showModules answers -R, --show-depends and -n without touching the
+// kernel.
+func showModules(out *bufio.Writer, log zerolog.Logger, r *loader.Resolver, names []string, params string, f modprobeFlags) int {
+	status := 0
+	for _, name := range names {
+		mods, err := r.Lookup(name)
+		if err != nil || len(mods) == 0 {
+			notFound(log, r, name, err)
+			status = 1
+			continue
+		}
+		for _, m := range mods {
+			blacklisted := r.Blacklisted(m)
+			if f.resolveAlias {
+				if !(blacklisted && f.useBlacklist) {
+					fmt.Fprintln(out, m.Name)
+				}
+				continue
+			}
+			if blacklisted && (m.Alias != "" || f.useBlacklist) {
+				continue
+			}
+			steps, err := r.Plan(m, params, f.ignoreInstall)
+			if err != nil {
+				log.Error().Err(err).Str("module", m.Name).Msg("cannot plan")
+				status = 1
+				continue
+			}
+			if f.showDepends || f.verbose {
+				loader.WriteShowDepends(out, steps)
+			}
+		}
+	}
+	return status
+}
+
+func loadModules(ctx context.Context, out *bufio.Writer, log zerolog.Logger, r *loader.Resolver, names []string, params string, f modprobeFlags) int {
+	l := loader.NewLoader(loader.SystemKernel{}, "/sys")
+	defer l.Shutdown(context.Background())
+	opts := loader.ProbeOptions{UseBlacklist: f.useBlacklist, Params: params, IgnoreInstall: f.ignoreInstall}
+	if f.verbose {
+		opts.Before = func(s loader.Step) {
+			loader.WriteShowDepends(out, []loader.Step{s})
+			out.Flush()
+		}
+	}
+	status := 0
+	for _, name := range names {
+		results, err := l.Probe(ctx, r, name, opts)
+		if err != nil {
+			notFound(log, r, name, err)
+			status = 1
+			continue
+		}
+		for _, res := range results {
+			switch {
+			case res.Blacklisted:
+				log.Debug().Str("module", res.Module).Str("name", name).Msg("blacklisted, not loaded")
+			case res.Err != nil:
+				log.Error().Str("module", res.Module).Str("name", name).Err(res.Err).Msg("could not insert")
+				status = 1
+			}
+		}
+	}
+	return status
+}
+
+func removeModules(out *bufio.Writer, log zerolog.Logger, r *loader.Resolver, names []string, f modprobeFlags) int {
+	status := 0
+	for _, name := range names {
+		if f.dryRun {
+			if f.verbose {
+				fmt.Fprintf(out, "rmmod %s\n", name)
+			}
+			continue
+		}
+		l := loader.NewLoader(loader.SystemKernel{}, "/sys")
+		err := l.Remove(r, name)
+		l.Shutdown(context.Background())
+		if err != nil {
+			if errors.Is(err, loader.ErrNotFound) {
+				notFound(log, r, name, err)
+			} else {
+				log.Error().Str("name", name).Err(err).Msg("could not remove")
+			}
+			status = 1
+		}
+	}
+	return status
+}
+
+func notFound(log zerolog.Logger, r *loader.Resolver, name string, err error) {
+	ev := log.Error().Str("name", name).Str("dir", r.DB.Dir)
+	if err != nil && !errors.Is(err, loader.ErrNotFound) {
+		ev.Err(err).Msg("cannot look up module")
+		return
+	}
+	ev.Msg("module not found")
+}
