@@ -23,12 +23,17 @@ type ProbeOptions struct {
 	// Before, if set, is called before each step is carried out (modprobe
 	// -v prints it).
 	Before func(Step)
+	// Allowed, if set, is asked about each module the name resolves to; a
+	// module it refuses is not loaded (allow-list mode). Its dependencies
+	// are implied by it and not asked about.
+	Allowed func(module string) bool
 }
 
 // ProbeResult is the outcome for one module a probe resolved to.
 type ProbeResult struct {
 	Module      string
 	Blacklisted bool
+	Refused     bool  // not allowed by ProbeOptions.Allowed
 	Err         error // the first failure of a required step
 }
 
@@ -56,6 +61,11 @@ func (l *Loader) Probe(ctx context.Context, r *Resolver, name string, o ProbeOpt
 		res := ProbeResult{Module: m.Name}
 		if r.Blacklisted(m) && (m.Alias != "" || o.UseBlacklist) {
 			res.Blacklisted = true
+			results = append(results, res)
+			continue
+		}
+		if o.Allowed != nil && !o.Allowed(m.Name) {
+			res.Refused = true
 			results = append(results, res)
 			continue
 		}
