@@ -23,7 +23,7 @@ unit:
 	$(GO) test -race -count=1 $(UNIT_PKGS)
 
 # go test fuzzes one target per run; each gets FUZZTIME.
-FUZZ_TARGETS := uevent:FuzzParse rules:FuzzParse rules:FuzzCmdline \
+FUZZ_TARGETS := uevent:FuzzParse rules:FuzzParse rules:FuzzCmdline rules:FuzzEventRules \
 	loader/index:FuzzTrie loader/index:FuzzText loader/index:FuzzMatch
 
 fuzz:
