@@ -29,6 +29,9 @@ var commands = map[string]command{
 	"monitor":  {"print kernel uevents as they arrive", runMonitor},
 	"resolve":  {"print what loading an alias or module would do, without loading", runResolve},
 	"modprobe": {"load or unload modules like kmod's modprobe (also as a link named modprobe)", runModprobe},
+	"daemon":   {"load modules for devices as the kernel announces them", runDaemon},
+	"settle":   {"wait until the daemon has handled every uevent and no load is in flight", runSettle},
+	"status":   {"print the daemon's counters and module states", runStatus},
 }
 
 // cliEnv carries the process's streams so subcommands can be tested.

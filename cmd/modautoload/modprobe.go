@@ -5,10 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/rs/zerolog"
 
+	"github.com/modautoload/modautoload/daemon"
 	"github.com/modautoload/modautoload/loader"
 )
 
@@ -25,6 +27,7 @@ type modprobeFlags struct {
 	all, useBlacklist, dryRun, verbose, quiet, remove bool
 	ignoreInstall, resolveAlias, showDepends, syslog  bool
 	version                                           bool
+	control                                           string
 }
 
 func runModprobe(ctx context.Context, env *cliEnv, args []string) int {
@@ -46,6 +49,8 @@ func runModprobe(ctx context.Context, env *cliEnv, args []string) int {
 	s.boolVar(&f.showDepends, 'D', "show-depends", "print what loading NAME takes, as insmod/install/builtin lines")
 	s.boolVar(&f.syslog, 's', "syslog", "log to /dev/kmsg (there is no syslog in an initramfs)")
 	s.boolVar(&f.version, 'V', "version", "print the version")
+	f.control = daemon.DefaultControl
+	s.stringVar(&f.control, 0, "control", "PATH", "hand loads to the daemon listening here, if one is (default "+daemon.DefaultControl+")")
 	mods.register(&s)
 	logOpts.register(&s)
 	rest, code := parseArgs(env, "modprobe", modprobeHelp, &s, args)
@@ -110,7 +115,50 @@ func runModprobe(ctx context.Context, env *cliEnv, args []string) int {
 	case f.remove:
 		return removeModules(out, log, r, names, f)
 	}
+	// With a daemon running, kernel requests and command-line loads share
+	// its per-module serialization, burst memory and allow-list. Not from
+	// inside an install command the daemon runs (kmod sets
+	// MODPROBE_MODULE for those): that request would wait on itself.
+	if os.Getenv("MODPROBE_MODULE") == "" {
+		if code, ok := loadViaDaemon(ctx, log, names, params, f); ok {
+			return code
+		}
+	}
 	return loadModules(ctx, out, log, r, names, params, f)
+}
+
+// loadViaDaemon hands each load to the daemon; ok is false when there is
+// no daemon to hand to.
+func loadViaDaemon(ctx context.Context, log zerolog.Logger, names []string, params string, f modprobeFlags) (code int, ok bool) {
+	for i, name := range names {
+		resp, err := daemon.Ask(ctx, f.control, daemon.Request{
+			Op: "load", Name: name, Params: params, UseBlacklist: f.useBlacklist, IgnoreInstall: f.ignoreInstall,
+		})
+		if errors.Is(err, daemon.ErrNoDaemon) && i == 0 {
+			return 0, false
+		}
+		if err != nil {
+			log.Error().Str("name", name).Err(err).Msg("the daemon did not answer")
+			code = 1
+			continue
+		}
+		if resp.Error != "" {
+			log.Error().Str("name", name).Str("error", resp.Error).Msg("could not load")
+			code = 1
+		}
+		for _, o := range resp.Results {
+			switch {
+			case o.Error != "":
+				log.Error().Str("module", o.Module).Str("name", name).Str("error", o.Error).Msg("could not insert")
+				code = 1
+			case o.Refused:
+				log.Error().Str("module", o.Module).Str("name", name).Msg("refused: not in the daemon's allow-list")
+				code = 1
+			}
+		}
+		log.Debug().Str("name", name).Msg("loaded by the daemon")
+	}
+	return code, true
 }
 
 // showModules answers -R, --show-depends and -n without touching the

@@ -1,0 +1,122 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/modautoload/modautoload/daemon"
+)
+
+const settleHelp = `settle [--timeout D] [--control PATH]
+
+Waits until the daemon has handled every uevent the kernel had issued
+(its /sys/kernel/uevent_seqnum when settle started) and no load is in
+flight. Exit status 0 when settled, 1 on timeout or without a daemon. A
+daemon still starting is waited for.`
+
+func runSettle(ctx context.Context, env *cliEnv, args []string) int {
+	var (
+		s       optSet
+		timeout = "120s"
+		control = daemon.DefaultControl
+	)
+	s.stringVar(&timeout, 't', "timeout", "DURATION", "give up after DURATION (default 120s)")
+	s.stringVar(&control, 0, "control", "PATH", "the daemon's control socket (default "+daemon.DefaultControl+")")
+	rest, code := parseArgs(env, "settle", settleHelp, &s, args)
+	if code >= 0 {
+		return code
+	}
+	d, err := time.ParseDuration(timeout)
+	if err != nil || d <= 0 || len(rest) > 0 {
+		fmt.Fprintf(env.stderr, "modautoload settle: bad timeout %q or extra arguments\n", timeout)
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	for {
+		resp, err := daemon.Ask(ctx, control, daemon.Request{Op: "settle", TimeoutMS: time.Until(deadline(ctx)).Milliseconds()})
+		switch {
+		case err == nil && resp.OK:
+			return 0
+		case err == nil:
+			fmt.Fprintf(env.stderr, "modautoload settle: %s\n", resp.Error)
+			return 1
+		case errors.Is(err, daemon.ErrNoDaemon) && ctx.Err() == nil:
+			// The daemon may not have created its socket yet.
+			select {
+			case <-time.After(20 * time.Millisecond):
+				continue
+			case <-ctx.Done():
+			}
+		}
+		fmt.Fprintf(env.stderr, "modautoload settle: %v\n", errors.Join(err, ctx.Err()))
+		return 1
+	}
+}
+
+func deadline(ctx context.Context) time.Time {
+	d, _ := ctx.Deadline()
+	return d
+}
+
+const statusHelp = `status [--json] [--control PATH]
+
+Prints the daemon's counters (events received, rejected, malformed,
+overruns and resyncs; loads done, failed, deduplicated and in flight) and
+the state of every module it dealt with.`
+
+func runStatus(ctx context.Context, env *cliEnv, args []string) int {
+	var (
+		s       optSet
+		jsonOut bool
+		control = daemon.DefaultControl
+	)
+	s.boolVar(&jsonOut, 0, "json", "print the status as one JSON object")
+	s.stringVar(&control, 0, "control", "PATH", "the daemon's control socket (default "+daemon.DefaultControl+")")
+	rest, code := parseArgs(env, "status", statusHelp, &s, args)
+	if code >= 0 {
+		return code
+	}
+	if len(rest) > 0 {
+		fmt.Fprintf(env.stderr, "modautoload status: unexpected argument %q\n", rest[0])
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	resp, err := daemon.Ask(ctx, control, daemon.Request{Op: "status"})
+	if err == nil && !resp.OK {
+		err = errors.New(resp.Error)
+	}
+	if err != nil {
+		fmt.Fprintf(env.stderr, "modautoload status: %v\n", err)
+		return 1
+	}
+	st := resp.Status
+	if jsonOut {
+		b, _ := json.Marshal(st)
+		fmt.Fprintf(env.stdout, "%s\n", b)
+		return 0
+	}
+	e := st.Events
+	fmt.Fprintf(env.stdout, "events     received %d, rejected %d, malformed %d, defective %d, overruns %d, resyncs %d, dropped %d\n",
+		e.Received, e.Rejected, e.Malformed, e.Defective, e.Overruns, st.Resyncs, st.Dropped)
+	fmt.Fprintf(env.stdout, "handling   handled %d, nothing to load %d, queued %d, busy %d, seqnum %d of %d, coldplug done %v\n",
+		st.Handled, st.Skipped, st.Queue, st.Busy, st.LastSeqnum, st.KernelSeqnum, st.ColdplugDone)
+	l := st.Loads
+	fmt.Fprintf(env.stdout, "loads      loaded %d, failed %d, deduplicated %d, already live %d, waited %d, in flight %d, refused %d\n",
+		l.Loaded, l.Failed, l.Deduplicated, l.AlreadyLive, l.Waited, l.InFlight, st.Refused)
+	names := make([]string, 0, len(st.Modules))
+	for n := range st.Modules {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		m := st.Modules[n]
+		fmt.Fprintf(env.stdout, "module     %-24s %-8s %s %s\n", n, m.State, m.Updated.Format(time.TimeOnly), m.Err)
+	}
+	return 0
+}

@@ -1,0 +1,261 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/modautoload/modautoload/daemon"
+	"github.com/modautoload/modautoload/loader"
+	"github.com/modautoload/modautoload/loader/index"
+	"github.com/modautoload/modautoload/rules"
+	"github.com/modautoload/modautoload/uevent"
+)
+
+const daemonHelp = `daemon [--coldplug] [--control PATH] [--rcvbuf BYTES] [--jobs N] [--dry-run]
+       [--exit-when-idle D] [--ready-fd N] [--rules PATH]... [-d DIR] [-S VERSION] [-C PATH]...
+
+Listens for kernel uevents and loads the modules their MODALIAS (or event
+rules) name, each module once, in dependency order, reporting a load done
+only when the module is live. --coldplug first handles every device
+present. The control socket serves settle, status and the modprobe helper.
+SIGHUP reloads rules, modprobe.d and the module indexes; SIGTERM stops.`
+
+// shutdownBound is how long SIGTERM waits for loads already handed to the
+// kernel.
+const shutdownBound = 10 * time.Second
+
+func runDaemon(ctx context.Context, env *cliEnv, args []string) int {
+	var (
+		s            optSet
+		mods         moduleOptions
+		logOpts      logOptions
+		coldplug     bool
+		dryRun       bool
+		control      = daemon.DefaultControl
+		rcvbuf       = uevent.DefaultReadBuffer
+		jobs         = runtime.NumCPU() + 1
+		readyFD      = -1
+		exitIdle     string
+		rulePaths    []string
+		liveInterval = "3s"
+	)
+	s.boolVar(&coldplug, 0, "coldplug", "handle every device present at start")
+	s.boolVar(&dryRun, 0, "dry-run", "log what would load; load nothing")
+	s.stringVar(&control, 0, "control", "PATH", "control socket (default "+daemon.DefaultControl+")")
+	s.intVar(&rcvbuf, 0, "rcvbuf", "BYTES", "uevent socket receive buffer (default 128 MiB)")
+	s.intVar(&jobs, 'j', "jobs", "N", "events handled at once (default: CPUs + 1)")
+	s.stringVar(&exitIdle, 0, "exit-when-idle", "DURATION", "exit once coldplug is done and nothing happened for DURATION (initramfs)")
+	s.intVar(&readyFD, 0, "ready-fd", "N", "write READY=1 to file descriptor N, then close it, once listening")
+	s.stringsVar(&rulePaths, 0, "rules", "PATH", "event rules file or directory instead of the standard ones; repeatable")
+	s.stringVar(&liveInterval, 0, "index-check", "DURATION", "how often to look for rewritten indexes and modprobe.d (default 3s)")
+	mods.register(&s)
+	logOpts.register(&s)
+	rest, code := parseArgs(env, "daemon", daemonHelp, &s, args)
+	if code >= 0 {
+		return code
+	}
+	log, closeLog, err := logOpts.logger(env.stderr)
+	if err != nil {
+		fmt.Fprintf(env.stderr, "modautoload daemon: %v\n", err)
+		return 2
+	}
+	defer closeLog.Close()
+	if len(rest) > 0 {
+		log.Error().Str("argument", rest[0]).Msg("unexpected argument")
+		return 2
+	}
+	var idle, interval time.Duration
+	if exitIdle != "" {
+		if idle, err = time.ParseDuration(exitIdle); err != nil || idle <= 0 {
+			log.Error().Str("exit-when-idle", exitIdle).Msg("not a positive duration")
+			return 2
+		}
+	}
+	if interval, err = time.ParseDuration(liveInterval); err != nil || interval <= 0 {
+		log.Error().Str("index-check", liveInterval).Msg("not a positive duration")
+		return 2
+	}
+
+	// Listen before anything else: events from now on are ours; those
+	// before are coldplug's.
+	startSeq := daemon.ReadSeqnum("/sys")
+	src, granted, err := uevent.Listen(uevent.Config{ReadBuffer: rcvbuf})
+	if err != nil {
+		log.Error().Err(err).Msg("cannot listen for uevents")
+		return 1
+	}
+	live, err := liveResolver(&mods, log, interval)
+	if err != nil {
+		src.Close()
+		log.Error().Err(err).Msg("cannot open the module database")
+		return 1
+	}
+	defer live.Close()
+	var ruleSet atomic.Pointer[rules.EventRules]
+	ruleSet.Store(loadRules(rulePaths, log))
+
+	ld := loader.NewLoader(loader.SystemKernel{}, "/sys")
+	ln, err := daemon.Listen(control)
+	if err != nil {
+		src.Close()
+		log.Error().Err(err).Msg("cannot create the control socket")
+		return 1
+	}
+	defer os.Remove(control)
+
+	d, err := daemon.New(daemon.Config{
+		Source: src, Resolver: live, Loader: ld, Sysfs: "/sys",
+		Rules:    ruleSet.Load,
+		Jobs:     jobs,
+		Coldplug: coldplug, DryRun: dryRun, ExitWhenIdle: idle, StartSeqnum: startSeq,
+		Ready: func() {
+			notifyReady(readyFD, log)
+			log.Info().Int("rcvbuf", granted).Str("control", control).Int("jobs", jobs).Msg("ready")
+		},
+		Log: log,
+	})
+	if err != nil {
+		log.Error().Err(err).Msg("cannot start")
+		return 1
+	}
+
+	var wg sync.WaitGroup
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	wg.Add(2)
+	go func() { defer wg.Done(); serveControl(runCtx, d, ln, log) }()
+	go func() { defer wg.Done(); reloadOnHUP(runCtx, live, &ruleSet, rulePaths, log) }()
+
+	err = d.Run(runCtx)
+	stop()
+	wg.Wait()
+	bound, cancel := context.WithTimeout(context.Background(), shutdownBound)
+	if serr := ld.Shutdown(bound); serr != nil {
+		log.Warn().Err(serr).Msg("loads still in the kernel at exit")
+	}
+	cancel()
+	st := d.Status()
+	log.Info().Uint64("events", st.Events.Received).Uint64("rejected", st.Events.Rejected).
+		Uint64("overruns", st.Events.Overruns).Uint64("resyncs", st.Resyncs).Uint64("loaded", st.Loads.Loaded).
+		Uint64("failed", st.Loads.Failed).Uint64("deduplicated", st.Loads.Deduplicated).Msg("stopped")
+	if err != nil {
+		log.Error().Err(err).Msg("event loop failed")
+		return 1
+	}
+	return 0
+}
+
+// liveResolver opens the module database and configuration, reopened when
+// depmod or an administrator changes them.
+func liveResolver(mods *moduleOptions, log zerolog.Logger, interval time.Duration) (*loader.Live, error) {
+	dir, err := mods.moduleDir()
+	if err != nil {
+		return nil, err
+	}
+	watch := []string{dir}
+	for _, k := range []index.Kind{index.KindDep, index.KindAlias, index.KindSymbols, index.KindBuiltin, index.KindBuiltinAlias} {
+		watch = append(watch, filepath.Join(dir, k.TextName()), filepath.Join(dir, k.BinName()))
+	}
+	if len(mods.config) > 0 {
+		watch = append(watch, mods.config...)
+	} else {
+		watch = append(watch, rules.DefaultDirs()...)
+	}
+	live := &loader.Live{
+		Open: func() (*loader.Resolver, error) {
+			r, problems, err := mods.resolver()
+			for _, p := range problems {
+				log.Warn().Err(p).Msg("configuration line skipped")
+			}
+			return r, err
+		},
+		Watch:    watch,
+		Interval: interval,
+		Reloaded: func(err error) {
+			if err != nil {
+				log.Error().Err(err).Msg("reload failed; keeping the previous module database")
+				return
+			}
+			log.Info().Msg("module database and modprobe.d reloaded")
+		},
+	}
+	// Open now, so a broken setup fails at start, not at the first event.
+	return live, live.Use(func(*loader.Resolver) error { return nil })
+}
+
+func loadRules(paths []string, log zerolog.Logger) *rules.EventRules {
+	rs, err := rules.LoadEventRules(rules.EventRulesOptions{Paths: paths, Match: index.Match})
+	if err != nil {
+		log.Error().Err(err).Msg("event rules not loaded; using the defaults")
+		return nil
+	}
+	for _, p := range rs.Problems {
+		log.Error().Err(p).Msg("event rule skipped")
+	}
+	if rs.AllowListed() {
+		log.Info().Msg("allow-list mode: only listed modules may load")
+	}
+	return rs
+}
+
+// reloadOnHUP reloads everything on SIGHUP; what fails to load keeps its
+// previous good state.
+func reloadOnHUP(ctx context.Context, live *loader.Live, ruleSet *atomic.Pointer[rules.EventRules], paths []string, log zerolog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		log.Info().Msg("SIGHUP: reloading")
+		live.Reload()
+		if rs := loadRules(paths, log); rs != nil {
+			ruleSet.Store(rs)
+		}
+	}
+}
+
+func serveControl(ctx context.Context, d *daemon.Daemon, ln *net.UnixListener, log zerolog.Logger) {
+	if err := d.Serve(ctx, ln); err != nil {
+		log.Error().Err(err).Msg("control socket failed")
+	}
+}
+
+// notifyReady tells whoever started us that events will not be missed
+// from now on: a pipe (--ready-fd, for init scripts) and systemd's
+// notification socket (Type=notify).
+func notifyReady(fd int, log zerolog.Logger) {
+	if fd >= 0 {
+		f := os.NewFile(uintptr(fd), "ready-fd")
+		if _, err := f.WriteString("READY=1\n"); err != nil {
+			log.Warn().Err(err).Int("fd", fd).Msg("cannot write the readiness notice")
+		}
+		f.Close()
+	}
+	if sock := os.Getenv("NOTIFY_SOCKET"); sock != "" {
+		if sock[0] == '@' {
+			sock = "\x00" + sock[1:] // abstract namespace
+		}
+		conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: sock, Net: "unixgram"})
+		if err != nil {
+			log.Warn().Err(err).Msg("cannot reach NOTIFY_SOCKET")
+			return
+		}
+		conn.Write([]byte("READY=1"))
+		conn.Close()
+	}
+}

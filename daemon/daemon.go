@@ -1,0 +1,414 @@
+// Package daemon is the event loop: kernel uevents in, rule decisions,
+// module loads out, with coldplug, resync after lost events, settle and
+// status. It ties together uevent (the source), rules (what an event may
+// load) and loader (how modules load).
+package daemon
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/modautoload/modautoload/loader"
+	"github.com/modautoload/modautoload/rules"
+	"github.com/modautoload/modautoload/uevent"
+)
+
+// Source is where events come from: a *uevent.Listener, or a fake.
+type Source interface {
+	Next(ctx context.Context) (uevent.Event, error)
+	Stats() uevent.Stats
+	Close() error
+}
+
+// Config sets a daemon up. Source, Resolver, Loader and Sysfs are required.
+type Config struct {
+	Source   Source
+	Resolver *loader.Live
+	Loader   *loader.Loader
+	// Rules returns the current event rules; nil means udev's defaults.
+	Rules func() *rules.EventRules
+	// Sysfs is the sysfs mount point (coldplug, resync, settle).
+	Sysfs string
+	// Jobs bounds the events handled at once.
+	Jobs int
+	// Coldplug handles every device present at start.
+	Coldplug bool
+	// DryRun resolves and logs what would load, loading nothing.
+	DryRun bool
+	// ExitWhenIdle, if positive, ends Run once coldplug is done and the
+	// daemon has been idle that long (initramfs hand-over).
+	ExitWhenIdle time.Duration
+	// MaxQueue bounds queued events; beyond it events are dropped and a
+	// resync scheduled, so a storm cannot eat the memory.
+	MaxQueue int
+	// Ready is called once the socket listens (and before coldplug), so
+	// an init script may start triggering.
+	Ready func()
+	// StartSeqnum is the kernel's uevent seqnum read before the socket
+	// was bound (ReadSeqnum): earlier events never reach us (coldplug
+	// covers them), so settle must not wait for them; later ones are in
+	// the socket.
+	StartSeqnum uint64
+	Log         zerolog.Logger
+}
+
+// Daemon is one running event loop. Create it with New, run it with Run.
+type Daemon struct {
+	cfg Config
+
+	mu         sync.Mutex
+	changed    *sync.Cond // broadcast whenever the queue, work or seqnum moves
+	queue      []uevent.Event
+	busy       map[*work]bool
+	lastSeq    uint64 // highest kernel seqnum received or covered by a resync
+	resync     bool   // a resync is wanted (overrun or queue overflow)
+	rescanning bool   // a worker is doing one
+	coldDone   bool
+	stopping   bool
+	requests   int // load requests from the modprobe helper in progress
+
+	handled, skipped, refused, resyncs, dropped atomic.Uint64
+	loadErrors                                  atomic.Uint64
+}
+
+type work struct{ devpath string }
+
+// New checks the configuration and returns a daemon ready to Run.
+func New(cfg Config) (*Daemon, error) {
+	if cfg.Source == nil || cfg.Resolver == nil || cfg.Loader == nil || cfg.Sysfs == "" {
+		return nil, errors.New("daemon: Source, Resolver, Loader and Sysfs are required")
+	}
+	if cfg.Jobs <= 0 {
+		cfg.Jobs = 4
+	}
+	if cfg.MaxQueue <= 0 {
+		cfg.MaxQueue = 65536
+	}
+	if cfg.Rules == nil {
+		cfg.Rules = func() *rules.EventRules { return nil }
+	}
+	d := &Daemon{cfg: cfg, busy: map[*work]bool{}, lastSeq: cfg.StartSeqnum}
+	d.changed = sync.NewCond(&d.mu)
+	return d, nil
+}
+
+// Run handles events until ctx ends (SIGTERM) or, with ExitWhenIdle, the
+// work is done. In-flight loads are given until the shutdown bound; a
+// module handed to the kernel finishes loading regardless.
+func (d *Daemon) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	var wg sync.WaitGroup
+	readerDone := make(chan error, 1)
+	wg.Add(1)
+	go func() { defer wg.Done(); readerDone <- d.read(ctx) }()
+	for i := 0; i < d.cfg.Jobs; i++ {
+		wg.Add(1)
+		go func() { defer wg.Done(); d.worker(ctx) }()
+	}
+	if d.cfg.Ready != nil {
+		d.cfg.Ready()
+	}
+	if d.cfg.Coldplug {
+		d.scan("coldplug")
+	}
+	d.mu.Lock()
+	d.coldDone = true
+	d.changed.Broadcast()
+	d.mu.Unlock()
+
+	var err error
+	idle := d.idleTimer(ctx)
+	select {
+	case <-ctx.Done():
+	case err = <-readerDone:
+	case <-idle:
+		d.cfg.Log.Info().Dur("idle", d.cfg.ExitWhenIdle).Msg("idle after coldplug, exiting")
+	}
+	d.mu.Lock()
+	d.stopping = true
+	d.changed.Broadcast()
+	d.mu.Unlock()
+	cancel()
+	d.cfg.Source.Close()
+	wg.Wait()
+	return err
+}
+
+// idleTimer fires once coldplug is done and the daemon has stayed idle
+// for ExitWhenIdle; nil (never) without it.
+func (d *Daemon) idleTimer(ctx context.Context) <-chan struct{} {
+	if d.cfg.ExitWhenIdle <= 0 {
+		return nil
+	}
+	fired := make(chan struct{})
+	go func() {
+		tick := time.NewTicker(d.cfg.ExitWhenIdle / 10)
+		defer tick.Stop()
+		var since time.Time
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			if !d.idle() {
+				since = time.Time{}
+				continue
+			}
+			if since.IsZero() {
+				since = time.Now()
+			}
+			if time.Since(since) >= d.cfg.ExitWhenIdle {
+				close(fired)
+				return
+			}
+		}
+	}()
+	return fired
+}
+
+// idle: coldplug done, nothing queued or being handled, no load in flight.
+func (d *Daemon) idle() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.idleLocked()
+}
+
+func (d *Daemon) idleLocked() bool {
+	return d.coldDone && !d.resync && !d.rescanning && len(d.queue) == 0 && len(d.busy) == 0 && d.cfg.Loader.Stats().InFlight == 0
+}
+
+// read takes events off the socket as fast as it can, so the kernel's
+// buffer does not overflow: module events wake loader waiters, everything
+// else is queued for the workers.
+func (d *Daemon) read(ctx context.Context) error {
+	for {
+		ev, err := d.cfg.Source.Next(ctx)
+		var drop *uevent.DropError
+		switch {
+		case err == nil:
+		case ctx.Err() != nil, errors.Is(err, net.ErrClosed):
+			return nil
+		case errors.Is(err, uevent.ErrOverrun):
+			d.cfg.Log.Warn().Msg("kernel dropped uevents (ENOBUFS); resyncing from sysfs")
+			d.requestResync()
+			continue
+		case errors.As(err, &drop):
+			d.cfg.Log.Warn().Str("reason", drop.Reason).Uint32("sender_port", drop.Pid).Int64("sender_uid", drop.Uid).
+				AnErr("parse", drop.Err).Msg("uevent dropped")
+			continue
+		default:
+			return err
+		}
+		for _, def := range ev.Defects {
+			d.cfg.Log.Warn().Str("devpath", ev.DevPath).Uint64("seqnum", ev.Seqnum).Str("defect", def.Reason).Msg("uevent field skipped")
+		}
+		if name, ok := strings.CutPrefix(ev.DevPath, "/module/"); ok && ev.Subsystem == "module" {
+			d.cfg.Loader.ModuleEvent(name)
+		} else {
+			d.enqueue(ev, false)
+		}
+		d.mu.Lock()
+		d.lastSeq = max(d.lastSeq, ev.Seqnum)
+		d.changed.Broadcast()
+		d.mu.Unlock()
+	}
+}
+
+// enqueue queues a kernel event. A scan's events bypass the bound: sysfs
+// holds a bounded number of devices, and dropping them would only ask for
+// the same scan again.
+func (d *Daemon) enqueue(ev uevent.Event, fromScan bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !fromScan && len(d.queue) >= d.cfg.MaxQueue {
+		// Dropping is safe only because the resync re-reads sysfs.
+		d.dropped.Add(1)
+		d.resync = true
+	} else {
+		d.queue = append(d.queue, ev)
+	}
+	d.changed.Broadcast()
+}
+
+func (d *Daemon) requestResync() {
+	d.mu.Lock()
+	d.resync = true
+	d.changed.Broadcast()
+	d.mu.Unlock()
+}
+
+// scan queues an "add" for every device in sysfs. Coldplug reads sysfs
+// rather than writing "add" to every uevent file (udevadm trigger): the
+// kernel would broadcast those to every listener (a udevd beside us, the
+// initramfs's next init), and a storm of them is what overflows socket
+// buffers. Devices that appear during the scan send their own events,
+// and loading the same module twice is harmless here (the loader sees it
+// live).
+func (d *Daemon) scan(why string) {
+	start := time.Now()
+	seq := ReadSeqnum(d.cfg.Sysfs)
+	w := uevent.Walker{Root: d.cfg.Sysfs}
+	n := 0
+	err := w.Walk(func(ev uevent.Event) error {
+		n++
+		d.enqueue(ev, true)
+		return nil
+	})
+	ev := d.cfg.Log.Info()
+	if err != nil {
+		ev = d.cfg.Log.Error().Err(err)
+	}
+	ev.Str("scan", why).Int("devices", n).Int("skipped", w.Skipped).Dur("took", time.Since(start)).Msg("sysfs scanned")
+	d.mu.Lock()
+	// Whatever the kernel announced before the scan is covered by it.
+	d.lastSeq = max(d.lastSeq, seq)
+	d.changed.Broadcast()
+	d.mu.Unlock()
+}
+
+// worker handles queued events, one at a time, until the daemon stops.
+func (d *Daemon) worker(ctx context.Context) {
+	for {
+		ev, w, resync, ok := d.next()
+		if !ok {
+			return
+		}
+		if resync {
+			d.resyncs.Add(1)
+			d.scan("resync")
+			d.mu.Lock()
+			d.rescanning = false
+			d.changed.Broadcast()
+			d.mu.Unlock()
+			continue
+		}
+		d.handle(ctx, &ev)
+		d.mu.Lock()
+		delete(d.busy, w)
+		if d.idleLocked() {
+			// The burst is over: a module that failed may be tried
+			// again by the next, distinct event.
+			d.cfg.Loader.NewBurst()
+		}
+		d.changed.Broadcast()
+		d.mu.Unlock()
+	}
+}
+
+// next waits for work: a resync if one is wanted, the queue is empty and
+// no other worker is on it (events lost meanwhile set it again), or the
+// first queued event whose device (or a parent or child)
+// is not being handled, so a device's events stay in order, as in udev.
+func (d *Daemon) next() (uevent.Event, *work, bool, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for {
+		if d.stopping {
+			return uevent.Event{}, nil, false, false
+		}
+		// Drain the queue first: the scan queues every device again, and
+		// events already queued are as good as its.
+		if d.resync && !d.rescanning && len(d.queue) == 0 {
+			d.resync, d.rescanning = false, true
+			return uevent.Event{}, nil, true, true
+		}
+		for i := range d.queue {
+			if d.related(d.queue[i].DevPath) {
+				continue
+			}
+			ev := d.queue[i]
+			d.queue = append(d.queue[:i], d.queue[i+1:]...)
+			w := &work{devpath: ev.DevPath}
+			d.busy[w] = true
+			return ev, w, false, true
+		}
+		d.changed.Wait()
+	}
+}
+
+func (d *Daemon) related(devpath string) bool {
+	for w := range d.busy {
+		b := w.devpath
+		if b == devpath || strings.HasPrefix(devpath, b+"/") || strings.HasPrefix(b, devpath+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// handle decides what the event loads and loads it.
+func (d *Daemon) handle(ctx context.Context, ev *uevent.Event) {
+	d.handled.Add(1)
+	rs := d.cfg.Rules()
+	dec := rs.Decide(ev)
+	names := dec.Modules
+	if dec.LoadModalias && ev.Modalias != "" {
+		names = append(names, ev.Modalias)
+	}
+	if len(names) == 0 {
+		d.skipped.Add(1)
+		return
+	}
+	for _, name := range names {
+		d.load(ctx, name, rs, ev)
+	}
+}
+
+// load resolves one name (a MODALIAS or a module) and loads what it
+// resolves to, within the allow-list. The blacklist applies, as in udev's
+// kmod builtin.
+func (d *Daemon) load(ctx context.Context, name string, rs *rules.EventRules, ev *uevent.Event) {
+	log := d.cfg.Log.With().Str("name", name).Str("devpath", ev.DevPath).Uint64("seqnum", ev.Seqnum).Logger()
+	err := d.cfg.Resolver.Use(func(r *loader.Resolver) error {
+		if d.cfg.DryRun {
+			planned, err := r.Resolve(name, true)
+			for _, p := range planned {
+				log.Info().Str("module", p.Name).Bool("blacklisted", p.Blacklisted).Bool("allowed", rs.Allowed(p.Name)).
+					Int("steps", len(p.Steps)).Msg("would load")
+			}
+			return err
+		}
+		results, err := d.cfg.Loader.Probe(ctx, r, name, loader.ProbeOptions{UseBlacklist: true, Allowed: rs.Allowed})
+		for _, res := range results {
+			switch {
+			case res.Refused:
+				d.refused.Add(1)
+				log.Warn().Str("module", res.Module).Msg("refused: not in the allow-list")
+			case res.Blacklisted:
+				log.Debug().Str("module", res.Module).Msg("blacklisted")
+			case res.Err != nil:
+				d.loadErrors.Add(1)
+				log.Error().Str("module", res.Module).Err(res.Err).Msg("load failed")
+			default:
+				log.Debug().Str("module", res.Module).Msg("live")
+			}
+		}
+		return err
+	})
+	if err != nil && !errors.Is(err, loader.ErrNotFound) {
+		log.Warn().Err(err).Msg("lookup failed")
+	}
+}
+
+// ReadSeqnum reads the kernel's last issued uevent seqnum.
+func ReadSeqnum(sysfs string) uint64 {
+	data, err := os.ReadFile(filepath.Join(sysfs, "kernel", "uevent_seqnum"))
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.ParseUint(strings.TrimSpace(string(data)), 10, 64)
+	return n
+}
