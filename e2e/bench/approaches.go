@@ -1,0 +1,215 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/modautoload/modautoload/e2e"
+)
+
+// approach is one way of coldplugging the guest.
+type approach struct {
+	id, name string
+	// setup runs before the clock starts: links, configuration.
+	setup string
+	// run starts the agent at time zero, coldplugs and returns once the
+	// approach itself considers the work done. It sets AGENT to the pid
+	// whose VmHWM is the agent's peak RSS (empty if there is no lasting
+	// agent process) and may print E2E lines of its own.
+	run string
+	// settles says the approach knows when it is done (udevadm settle,
+	// modautoload settle, the end of a loop); mdev does not, so its
+	// "done" time is the harness's own quiet-period guess.
+	settles bool
+	// hotplug says an agent keeps listening after coldplug.
+	hotplug bool
+	files   []e2e.File
+	// skip, when set, says why the approach cannot run in this build.
+	skip string
+}
+
+// The device set of VM-TESTING.md (copied from e2e/loader_test.go's
+// paritySet and parityQEMUArgs: test files cannot be imported).
+var (
+	devices = []string{
+		"e1000,netdev=n0", "virtio-net-pci,netdev=n1", "virtio-rng-pci", "virtio-balloon-pci",
+		"virtio-serial-pci", "virtio-scsi-pci", "qemu-xhci", "usb-kbd", "usb-tablet", "usb-ehci",
+		"intel-hda", "hda-duplex,audiodev=snd0", "ES1370,audiodev=snd0", "i6300esb", "pvpanic", "ahci",
+		"rtl8139,netdev=n2", "pcnet,netdev=n3", "lsi53c895a", "megasas",
+	}
+	qemuArgs = []string{
+		"-netdev", "user,id=n0,restrict=on", "-netdev", "user,id=n1,restrict=on",
+		"-netdev", "user,id=n2,restrict=on", "-netdev", "user,id=n3,restrict=on",
+		"-audiodev", "none,id=snd0",
+	}
+)
+
+// hotplugSlot is where the hotplugged keyboard goes on the root PCI bus: a
+// fixed address lets the guest watch for the device without a scan. The
+// device set above fills slots 2 to 0x11.
+const hotplugSlot = 0x1e
+
+// modprobe is kmod's modprobe in the guest, the loader of every approach
+// but modautoload's (and the kernel's request_module helper for all).
+const modprobe = e2e.KmodRefDir + "/modprobe"
+
+func udevdApproach(u *udevBundle) approach {
+	return approach{
+		id:   "udevd",
+		name: "systemd-udevd " + u.version,
+		setup: `
+ln -s udevadm /bin/systemd-udevd
+mkdir -p /run/udev
+`,
+		// --daemon returns once the uevent and control sockets are bound,
+		// so the triggers cannot outrun it; the manager is then the only
+		// systemd-udevd process.
+		run: `
+systemd-udevd --daemon
+AGENT=$(pidof systemd-udevd)
+udevadm trigger --type=subsystems --action=add
+udevadm trigger --type=devices --action=add
+udevadm settle --timeout=120; echo "E2E:SETTLE_RC $?"
+`,
+		settles: true,
+		hotplug: true,
+		files:   u.files,
+	}
+}
+
+// kmodLoop is what an initramfs without a daemon does: load every modalias
+// present, again and again, until a round adds no module.
+var kmodLoop = approach{
+	id:   "kmod",
+	name: "kmod modprobe -a fixpoint",
+	run: `
+n=-1 rounds=0
+while m=$(wc -l </proc/modules); [ "$m" != "$n" ]; do
+	n=$m rounds=$((rounds+1))
+	find /sys/devices -name modalias -exec cat {} + | sort -u | xargs ` + modprobe + ` -a -b 2>/dev/null
+done
+echo "E2E:ROUNDS $rounds"
+`,
+	settles: true,
+}
+
+// mdev is busybox's daemon with the module rule its help text suggests,
+// calling kmod's modprobe (busybox's own misses wildcard aliases).
+var mdev = approach{
+	id:   "mdev",
+	name: "busybox mdev -d",
+	setup: `
+echo '$MODALIAS=.* 0:0 660 @` + modprobe + ` -b "$MODALIAS"' >/etc/mdev.conf
+`,
+	// mdev binds its socket, scans /sys/dev, then reads events: wait for
+	// the socket so that no "add" is written before anyone listens. It
+	// has no settle, so wait until its socket queue is empty and
+	// /proc/modules has not changed for 2 s (the 2 s are not in the
+	// coldplug time, which comes from the trace).
+	run: `
+mdev -df & AGENT=$!
+until listening; do usleep 10000; done
+find /sys/devices -name uevent | while read -r f; do echo add >"$f"; done 2>/dev/null
+last= quiet=0
+while [ $quiet -lt 20 ]; do
+	usleep 100000
+	nmods; queued
+	if [ "$n" = "$last" ] && [ $q = 0 ]; then quiet=$((quiet+1)); else quiet=0 last=$n; fi
+done
+`,
+	hotplug: true,
+}
+
+// modautoloadApproach runs the daemon with its own coldplug scan and waits
+// with its own settle, which waits for a daemon still starting.
+func modautoloadApproach(bin, skip string) approach {
+	a := approach{
+		id:   "modautoload",
+		name: "modautoload daemon",
+		run: `
+modautoload daemon --coldplug 2>/tmp/agent.log & AGENT=$!
+modautoload settle --timeout 120s; echo "E2E:SETTLE_RC $?"
+`,
+		settles: true,
+		hotplug: true,
+		skip:    skip,
+	}
+	if bin != "" {
+		a.files = []e2e.File{{Guest: "/bin/modautoload", Host: bin, Mode: 0o755}}
+	}
+	return a
+}
+
+// prologue prepares measurement: tracefs with a clock shared by all CPUs,
+// the events counted, and kmod as the kernel's request_module helper in
+// every approach (the kernel's requests are not what is compared).
+const prologue = `
+T=/sys/kernel/tracing
+mount -t tracefs tracefs $T
+echo mono >$T/trace_clock
+for e in syscalls/sys_enter_finit_module syscalls/sys_exit_finit_module module/module_load module/module_request; do
+	echo 1 >$T/events/$e/enable
+done
+echo ` + modprobe + ` >/proc/sys/kernel/modprobe
+mark() { echo "$1" >$T/trace_marker; }
+modules() { cut -d' ' -f1 /proc/modules | sort | tr '\n' ' '; }
+usercpu() { awk '/^cpu /{print $2+$3}' /proc/stat; }
+hwm() { awk '/^VmHWM:/{print $2}' /proc/$1/status 2>/dev/null; }
+# listening: a uevent socket other than the kernel's own is bound.
+listening() { awk 'NR>1 && $2==15 && $3!=0 {f=1} END{exit !f}' /proc/net/netlink; }
+# queued sets q to the bytes waiting in listeners' uevent sockets, and
+# nmods sets n to the number of modules: shell builtins only, no fork, so
+# that polling costs the guest next to no CPU.
+queued() { q=0; while read -r _ eth pid _ rmem _; do [ "$eth" = 15 ] && [ "$pid" != 0 ] && q=$((q+rmem)); done </proc/net/netlink; }
+nmods() { n=0; while read -r _; do n=$((n+1)); done </proc/modules; }
+echo "E2E:BASE $(modules)"
+AGENT=
+`
+
+// measured runs the approach between the start and settled markers and
+// reports what can be read from the guest itself.
+func measured(a approach) string {
+	return a.setup + `
+U0=$(usercpu)
+mark start
+` + a.run + `
+mark settled
+echo "E2E:USER_TICKS $(($(usercpu)-U0))"
+echo "E2E:MODULES $(modules)"
+# udevd's workers (named "(udev-worker)") are forked per event burst and
+# killed when idle: read them now, while some may still live.
+[ -n "$AGENT" ] && for f in $(grep -l "^PPid:[[:space:]]*$AGENT\$" /proc/[0-9]*/status 2>/dev/null); do
+	echo "E2E:CHILD_RSS $(awk '/^VmHWM:/{print $2}' $f)"
+done
+`
+}
+
+// hotplugScript times one hotplugged device: from the PCI function's
+// appearance to virtio_input (loaded for the virtio device virtio_pci
+// creates on it) being live. It polls with 5 ms sleeps, a resolution well
+// below the latencies measured.
+var hotplugScript = fmt.Sprintf(`
+echo "E2E:HOTPLUG_READY"
+i=0
+until [ -e /sys/bus/pci/devices/0000:00:%02x.0 ] || [ $i -ge 6000 ]; do usleep 5000; i=$((i+1)); done
+mark hp-device
+until [ -e /sys/module/virtio_input/initstate ] && read -r s </sys/module/virtio_input/initstate && [ "$s" = live ] || [ $i -ge 12000 ]; do usleep 5000; i=$((i+1)); done
+mark hp-live
+`, hotplugSlot)
+
+// epilogue reports the agent's peak RSS, its uevent socket's drops, and
+// the trace, which the host parses.
+const epilogue = `
+[ -n "$AGENT" ] && echo "E2E:RSS $(hwm $AGENT)" && kill $AGENT
+echo "E2E:DROPS $(awk 'NR>1 && $2==15 && $3!=0 {d+=$9} END{print d+0}' /proc/net/netlink)"
+[ -f /tmp/agent.log ] && tail -n 40 /tmp/agent.log | sed 's/^/E2E:AGENT_LOG /'
+grep -v '^#' $T/trace | sed 's/^/E2E:TRACE /'
+`
+
+// script is the guest's whole scenario for one round of a.
+func script(a approach) string {
+	s := prologue + measured(a)
+	if a.hotplug {
+		s += hotplugScript
+	}
+	return s + epilogue
+}

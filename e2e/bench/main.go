@@ -1,0 +1,203 @@
+// Command bench compares ways of coldplugging kernel modules on a real
+// Debian kernel under qemu, with the device set of VM-TESTING.md:
+// systemd-udevd with only its 80-drivers.rules, kmod's modprobe -a run to
+// a fixpoint, busybox mdev -d, and modautoload's daemon. Every round of
+// every approach boots a fresh guest; the guest's tracefs counts
+// finit_module calls and module loads and times them.
+//
+//	go run ./e2e/bench [-rounds N] [-out DIR] [-only udevd,kmod,mdev,modautoload]
+//
+// It prints a Markdown report and writes it to DIR/bench.md, with a bar
+// chart in DIR/bench.svg and each guest's console in DIR/bench-logs. Rounds are
+// interleaved (every approach once, then again) so that drift of the host
+// spreads over all approaches.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/modautoload/modautoload/e2e"
+)
+
+func main() {
+	rounds := flag.Int("rounds", 3, "guests booted per approach")
+	out := flag.String("out", ".", "directory for bench.md, bench.svg and bench-logs/")
+	only := flag.String("only", "", "comma-separated approaches to run (udevd, kmod, mdev, modautoload); default all")
+	flag.Parse()
+	if *rounds < 1 || flag.NArg() > 0 {
+		flag.Usage()
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err := bench(ctx, *rounds, *out, *only)
+	stop()
+	e2e.RemoveBinaries()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func bench(ctx context.Context, rounds int, out, only string) error {
+	start := time.Now()
+	if err := e2e.Prepare(); err != nil {
+		return err
+	}
+	k, err := e2e.EnsureKernel(ctx)
+	if err != nil {
+		return err
+	}
+	udev, err := ensureUdev(ctx)
+	if err != nil {
+		return err
+	}
+	approaches := []approach{udevdApproach(udev), kmodLoop, mdev, modautoloadApproach(buildModautoload())}
+	if only != "" {
+		ids := strings.Split(only, ",")
+		approaches = slices.DeleteFunc(approaches, func(a approach) bool { return !slices.Contains(ids, a.id) })
+		if len(approaches) != len(ids) {
+			return fmt.Errorf("-only %s: the approaches are udevd, kmod, mdev, modautoload", only)
+		}
+	}
+	logDir := filepath.Join(out, "bench-logs")
+	if err := os.MkdirAll(logDir, 0o755); err != nil {
+		return err
+	}
+
+	results := make([]*result, len(approaches))
+	for i, a := range approaches {
+		results[i] = &result{approach: a}
+		if a.skip != "" {
+			fmt.Fprintf(os.Stderr, "bench: skipping %s: %s\n", a.name, a.skip)
+		}
+	}
+	for r := 1; r <= rounds; r++ {
+		for _, res := range results {
+			a := res.approach
+			if a.skip != "" {
+				continue
+			}
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			waited := awaitOtherGuests(ctx, 10*time.Minute)
+			fmt.Fprintf(os.Stderr, "bench: round %d/%d: %s\n", r, rounds, a.name)
+			s, err := runRound(ctx, a, logDir, r)
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "bench: %s round %d failed: %v\n", a.name, r, err)
+				res.errs = append(res.errs, fmt.Sprintf("round %d: %v", r, err))
+				continue
+			}
+			s.waited = waited
+			res.samples = append(res.samples, s)
+			fmt.Fprintf(os.Stderr, "bench: %s: %d modules, last live at %.2f s, %d finit_module calls (guest ran %.0f s)\n",
+				a.name, len(s.modules), s.coldplug, s.finit, s.guest.Seconds())
+		}
+	}
+
+	env := describe(ctx, k.Version, udev.version, rounds, time.Since(start))
+	md := markdown(env, results)
+	fmt.Print(md)
+	if err := os.WriteFile(filepath.Join(out, "bench.md"), []byte(md), 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(out, "bench.svg"), []byte(chart(results)), 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "bench: wrote %s and %s in %v\n", filepath.Join(out, "bench.md"),
+		filepath.Join(out, "bench.svg"), time.Since(start).Round(time.Second))
+	for _, res := range results {
+		if len(res.errs) > 0 {
+			return errors.New("some rounds failed; see the report's notes")
+		}
+	}
+	return nil
+}
+
+// buildModautoload builds the binary and checks that it has the daemon
+// and settle commands; skip says why the approach cannot run otherwise.
+func buildModautoload() (bin, skip string) {
+	err := try(func(t *runT) { bin = e2e.BuildBinary(t, "./cmd/modautoload") })
+	if err != nil {
+		first, _, _ := strings.Cut(err.Error(), "\n")
+		return "", "the build failed: " + first
+	}
+	out, err := exec.Command(bin, "help").Output()
+	if err != nil {
+		return "", fmt.Sprintf("modautoload help: %v", err)
+	}
+	var missing []string
+	for _, cmd := range []string{"daemon", "settle"} {
+		if !hasCommand(out, cmd) {
+			missing = append(missing, cmd)
+		}
+	}
+	if len(missing) > 0 {
+		return "", "this build of modautoload has no " + strings.Join(missing, " or ") + " command yet"
+	}
+	return bin, ""
+}
+
+// hasCommand finds cmd in the usage's indented command list.
+func hasCommand(usage []byte, cmd string) bool {
+	sc := bufio.NewScanner(bytes.NewReader(usage))
+	for sc.Scan() {
+		line := sc.Text()
+		if f := strings.Fields(line); len(f) > 0 && f[0] == cmd && strings.HasPrefix(line, " ") {
+			return true
+		}
+	}
+	return false
+}
+
+// env is the context a report states.
+type env struct {
+	host, qemu, kernel, udev, kmod, busybox, date string
+	rounds                                        int
+	wall                                          time.Duration
+}
+
+func describe(ctx context.Context, kernel, udev string, rounds int, wall time.Duration) env {
+	firstLine := func(name string, args ...string) string {
+		out, err := exec.CommandContext(ctx, name, args...).Output()
+		if err != nil {
+			return name + ": unknown"
+		}
+		line, _, _ := strings.Cut(string(out), "\n")
+		return strings.TrimSpace(line)
+	}
+	model := "unknown CPU"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for l := range strings.Lines(string(b)) {
+			if v, ok := strings.CutPrefix(l, "model name"); ok {
+				model = strings.TrimSpace(strings.TrimLeft(v, " \t:"))
+				break
+			}
+		}
+	}
+	return env{
+		host:    fmt.Sprintf("%s, %d cores", model, runtime.NumCPU()),
+		qemu:    firstLine("qemu-system-x86_64", "--version"),
+		kernel:  kernel,
+		udev:    udev,
+		kmod:    firstLine("kmod", "--version"),
+		busybox: firstLine("/bin/busybox"),
+		date:    time.Now().UTC().Format("2006-01-02 15:04 UTC"),
+		rounds:  rounds,
+		wall:    wall,
+	}
+}

@@ -1,0 +1,146 @@
+package main
+
+import (
+	"fmt"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// event is one line of the guest's trace buffer.
+type event struct {
+	ts   float64 // seconds, trace clock "mono"
+	kind string  // "finit", "finit_ret", "load", "request", "mark"
+	arg  string  // module name, request, marker text
+	ret  int64   // finit_module's return value
+}
+
+// traceLine matches "  comm-PID  [CPU] FLAGS  TS: EVENT". comm may itself
+// contain dashes and spaces, hence the greedy start.
+var traceLine = regexp.MustCompile(`^.*-\d+\s+\[\d+\]\s+\S+\s+(\d+\.\d+):\s+(.*)$`)
+
+// parseEvent reads one trace line; ok is false for events not counted.
+// A line without the event header continues the previous event: the
+// kernel prints a string argument as is, and some contain a newline (the
+// HD-audio codec requests "hdaudio:v...a01\n", its sysfs modalias text).
+func parseEvent(line string) (ev event, ok bool, err error) {
+	m := traceLine.FindStringSubmatch(line)
+	if m == nil {
+		return event{}, false, nil
+	}
+	ts, err := strconv.ParseFloat(m[1], 64)
+	if err != nil {
+		return event{}, false, err
+	}
+	ev.ts = ts
+	body := m[2]
+	switch {
+	case strings.HasPrefix(body, "sys_finit_module("):
+		ev.kind = "finit"
+	case strings.HasPrefix(body, "sys_finit_module -> "):
+		// The return value is printed as an unsigned long in hex.
+		u, err := strconv.ParseUint(strings.TrimPrefix(body, "sys_finit_module -> 0x"), 16, 64)
+		if err != nil {
+			return event{}, false, fmt.Errorf("trace line %q: %w", line, err)
+		}
+		ev.kind, ev.ret = "finit_ret", int64(u)
+	case strings.HasPrefix(body, "module_load: "):
+		ev.kind, ev.arg = "load", firstField(strings.TrimPrefix(body, "module_load: "))
+	case strings.HasPrefix(body, "module_request: "):
+		ev.kind, ev.arg = "request", firstField(strings.TrimPrefix(body, "module_request: "))
+	case strings.HasPrefix(body, "tracing_mark_write: "):
+		ev.kind, ev.arg = "mark", strings.TrimSpace(strings.TrimPrefix(body, "tracing_mark_write: "))
+	default:
+		return event{}, false, nil
+	}
+	return ev, true, nil
+}
+
+func firstField(s string) string {
+	if f := strings.Fields(s); len(f) > 0 {
+		return f[0]
+	}
+	return ""
+}
+
+// window is what the trace says happened between two markers.
+type window struct {
+	finit    int            // finit_module calls
+	failed   map[string]int // failed calls by errno name
+	loads    []string       // module_load events, in order
+	requests []string       // the kernel's request_module calls
+	lastLive float64        // seconds from the opening marker to the last successful finit_module return; 0 if none
+}
+
+// timeline is a parsed trace with its markers.
+type timeline struct {
+	events []event
+	marks  map[string]float64
+}
+
+func parseTrace(lines []string) (*timeline, error) {
+	tl := &timeline{marks: map[string]float64{}}
+	for _, l := range lines {
+		ev, ok, err := parseEvent(l)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			continue
+		}
+		if ev.kind == "mark" {
+			tl.marks[ev.arg] = ev.ts
+		}
+		tl.events = append(tl.events, ev)
+	}
+	sort.SliceStable(tl.events, func(i, j int) bool { return tl.events[i].ts < tl.events[j].ts })
+	return tl, nil
+}
+
+// between returns the events from marker from to marker to.
+func (tl *timeline) between(from, to string) (window, error) {
+	t0, ok0 := tl.marks[from]
+	t1, ok1 := tl.marks[to]
+	if !ok0 || !ok1 {
+		return window{}, fmt.Errorf("trace lacks the %q or %q marker", from, to)
+	}
+	w := window{failed: map[string]int{}}
+	for _, ev := range tl.events {
+		if ev.ts < t0 || ev.ts > t1 {
+			continue
+		}
+		switch ev.kind {
+		case "finit":
+			w.finit++
+		case "finit_ret":
+			if ev.ret == 0 {
+				w.lastLive = ev.ts - t0
+			} else {
+				w.failed[errnoName(-ev.ret)]++
+			}
+		case "load":
+			w.loads = append(w.loads, ev.arg)
+		case "request":
+			w.requests = append(w.requests, ev.arg)
+		}
+	}
+	return w, nil
+}
+
+// span is the time between two markers, in seconds.
+func (tl *timeline) span(from, to string) (float64, bool) {
+	t0, ok0 := tl.marks[from]
+	t1, ok1 := tl.marks[to]
+	return t1 - t0, ok0 && ok1
+}
+
+// errnoName is the symbolic name of an errno value, e.g. "EEXIST".
+func errnoName(e int64) string {
+	if name := unix.ErrnoName(unix.Errno(e)); name != "" {
+		return name
+	}
+	return fmt.Sprintf("errno %d", e)
+}

@@ -1,0 +1,339 @@
+package e2e
+
+import (
+	"encoding/json"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// startDaemon starts the daemon in the guest in the background (its log in
+// /tmp/daemon.log) with the given extra arguments; DAEMON holds its pid.
+func startDaemon(args string) string {
+	return `
+modautoload daemon ` + args + ` --log-format json 2>>/tmp/daemon.log &
+DAEMON=$!
+`
+}
+
+// settleAndReport settles, then prints the module set and the daemon's
+// status and log.
+const settleAndReport = `
+t0=$(cut -d' ' -f1 /proc/uptime)
+modautoload settle --timeout 180s; echo "E2E:SETTLE_RC $?"
+echo "E2E:SETTLED_AT $(cut -d' ' -f1 /proc/uptime) $t0"
+cut -d' ' -f1 /proc/modules | sort | while read -r m; do echo "E2E:MODULE $m"; done
+echo "E2E:STATUS $(modautoload status --json)"
+`
+
+const daemonLog = `
+while read -r l; do echo "E2E:LOG $l"; done </tmp/daemon.log
+`
+
+type statusJSON struct {
+	Events struct {
+		Received, Rejected, Malformed, Overruns uint64
+	}
+	Resyncs uint64
+	Dropped uint64
+	Refused uint64
+	Loads   struct {
+		Loaded, Failed, Deduplicated uint64
+	}
+	Modules map[string]struct {
+		State, Err string
+	}
+}
+
+func daemonStatus(t *testing.T, res *Result) statusJSON {
+	t.Helper()
+	var st statusJSON
+	if err := json.Unmarshal([]byte(res.Value("STATUS")), &st); err != nil {
+		t.Fatalf("status %q: %v", res.Value("STATUS"), err)
+	}
+	return st
+}
+
+func daemonFiles(t *testing.T) []File {
+	return []File{{Guest: "/bin/modautoload", Host: BuildBinary(t, "./cmd/modautoload"), Mode: 0o755}}
+}
+
+// kmodFixpoint is the reference coldplug: kmod's modprobe -a -b over every
+// modalias in sysfs, repeated until a round loads nothing new (loaded
+// drivers create devices with new modaliases).
+const kmodFixpoint = `
+prev=-1
+while :; do
+	find /sys/devices -name modalias -exec cat {} + | sort -u | xargs ` + KmodRefDir + `/modprobe -a -b 2>/dev/null
+	n=$(wc -l </proc/modules)
+	[ "$n" = "$prev" ] && break
+	prev=$n
+done
+cut -d' ' -f1 /proc/modules | sort | while read -r m; do echo "E2E:MODULE $m"; done
+`
+
+// TestDaemonColdplugParity: after daemon --coldplug and settle, the loaded
+// set contains everything kmod's fixpoint loop loads, nothing blacklisted,
+// and nothing loads after settle returned.
+func TestDaemonColdplugParity(t *testing.T) {
+	Require(t)
+	blacklist := File{Guest: "/etc/modprobe.d/test.conf", Data: []byte("blacklist pcspkr\nblacklist virtio_balloon\n")}
+	ref := Boot(t.Context(), t, Scenario{
+		Files: []File{blacklist}, Devices: paritySet, QEMUArgs: parityQEMUArgs, Timeout: 4 * time.Minute,
+		Script: kmodFixpoint,
+	})
+	res := Boot(t.Context(), t, Scenario{
+		Files: append(daemonFiles(t), blacklist), Devices: paritySet, QEMUArgs: parityQEMUArgs, Timeout: 4 * time.Minute,
+		Script: startDaemon("--coldplug") + settleAndReport + `
+sleep 3
+echo "E2E:LATER $(cut -d' ' -f1 /proc/modules | sort | tr '\n' ' ')"
+` + daemonLog,
+	})
+	if res.Value("SETTLE_RC") != "0" {
+		t.Fatalf("settle exited %q; log %q", res.Value("SETTLE_RC"), res.Lines("LOG"))
+	}
+	ours, kmods := res.Lines("MODULE"), ref.Lines("MODULE")
+	if len(kmods) < 40 {
+		t.Fatalf("kmod loaded only %d modules", len(kmods))
+	}
+	if missing := minus(kmods, ours); len(missing) > 0 {
+		t.Errorf("the daemon did not load %v, which kmod's fixpoint loop loads", missing)
+	}
+	for _, m := range ours {
+		if m == "pcspkr" || m == "virtio_balloon" {
+			t.Errorf("blacklisted module %s loaded", m)
+		}
+	}
+	if later := strings.Fields(res.Value("LATER")); strings.Join(later, " ") != strings.Join(ours, " ") {
+		t.Errorf("modules loaded after settle returned: %v", minus(later, ours))
+	}
+	st := daemonStatus(t, res)
+	t.Logf("daemon: %d modules (kmod %d), extra %v; loads %+v", len(ours), len(kmods), minus(ours, kmods), st.Loads)
+}
+
+// TestDaemonHotplug: devices added over QMP while the daemon runs get their
+// drivers, through the bus cascades; removing one does not upset it.
+func TestDaemonHotplug(t *testing.T) {
+	Require(t)
+	vm := Start(t.Context(), t, Scenario{
+		Files: daemonFiles(t), QMP: true,
+		Devices:  []string{"qemu-xhci", "usb-kbd"},
+		QEMUArgs: []string{"-audiodev", "none,id=snd0"},
+		Script: startDaemon("--coldplug") + `
+modautoload settle --timeout 120s; echo "E2E:COLD_RC $?"
+echo "E2E:READY"
+wait_live() {
+	for i in $(seq 600); do [ "$(cat /sys/module/$1/initstate 2>/dev/null)" = live ] && { echo "E2E:LIVE $1 $(cut -d' ' -f1 /proc/uptime)"; return; }; sleep 0.05; done
+	echo "E2E:NOT_LIVE $1"
+}
+wait_live virtio_input
+wait_live snd_usb_audio
+modautoload settle --timeout 60s; echo "E2E:HOT_RC $?"
+echo "E2E:REMOVE"
+for i in $(seq 100); do ls /sys/bus/virtio/devices | grep -q . || break; sleep 0.05; done
+modautoload settle --timeout 60s; echo "E2E:DEL_RC $?"
+echo "E2E:STATUS $(modautoload status --json)"
+` + daemonLog,
+	})
+	vm.Await("READY")
+	ctx := t.Context()
+	for _, dev := range []map[string]any{
+		{"driver": "virtio-keyboard-pci", "id": "kbd1"},
+		{"driver": "usb-audio", "id": "snd1", "bus": "usb-bus.0", "audiodev": "snd0"},
+	} {
+		if _, err := vm.QMP().Execute(ctx, "device_add", dev); err != nil {
+			t.Fatalf("device_add %v: %v", dev, err)
+		}
+	}
+	vm.Await("REMOVE")
+	if _, err := vm.QMP().Execute(ctx, "device_del", map[string]any{"id": "kbd1"}); err != nil {
+		t.Errorf("device_del: %v", err)
+	}
+	res := vm.Wait()
+	for _, k := range []string{"COLD_RC", "HOT_RC", "DEL_RC"} {
+		if res.Value(k) != "0" {
+			t.Errorf("%s = %q", k, res.Value(k))
+		}
+	}
+	if nl := res.Lines("NOT_LIVE"); len(nl) > 0 {
+		t.Errorf("drivers not live after hotplug: %v; log %q", nl, res.Lines("LOG"))
+	}
+	if st := daemonStatus(t, res); st.Modules["virtio_input"].State != "live" {
+		t.Errorf("daemon's state of virtio_input: %+v", st.Modules["virtio_input"])
+	}
+}
+
+// TestDaemonNothingLost: a receive buffer forced small and a storm of add
+// triggers over all devices make the kernel drop events; the daemon
+// counts the overruns, resyncs, and ends with the coldplug set. Then
+// kill -9 in the middle of coldplug and a restart converge to the same set.
+func TestDaemonNothingLost(t *testing.T) {
+	Require(t)
+	normal := Boot(t.Context(), t, Scenario{
+		Files: daemonFiles(t), Devices: paritySet, QEMUArgs: parityQEMUArgs, Timeout: 4 * time.Minute,
+		Script: startDaemon("--coldplug") + settleAndReport,
+	})
+	storm := Boot(t.Context(), t, Scenario{
+		Files: daemonFiles(t), Devices: paritySet, QEMUArgs: parityQEMUArgs, Timeout: 4 * time.Minute,
+		Script: startDaemon("--coldplug --rcvbuf 4096") + `
+for round in 1 2 3; do
+	find /sys/devices -name uevent | while read -r f; do echo add >"$f" 2>/dev/null; done
+done
+` + settleAndReport + daemonLog,
+	})
+	restart := Boot(t.Context(), t, Scenario{
+		Files: daemonFiles(t), Devices: paritySet, QEMUArgs: parityQEMUArgs, Timeout: 4 * time.Minute,
+		Script: startDaemon("--coldplug") + `
+sleep 1.5
+echo "E2E:KILLED_WITH $(wc -l </proc/modules)"
+kill -9 $DAEMON; wait $DAEMON
+` + startDaemon("--coldplug") + settleAndReport,
+	})
+	want := normal.Lines("MODULE")
+	if len(want) < 40 {
+		t.Fatalf("coldplug loaded only %d modules", len(want))
+	}
+	st := daemonStatus(t, storm)
+	if st.Events.Overruns == 0 || st.Resyncs == 0 {
+		t.Errorf("storm with a 4 KiB buffer: %d overruns, %d resyncs; the test did not make the kernel drop events", st.Events.Overruns, st.Resyncs)
+	}
+	for name, r := range map[string]*Result{"storm": storm, "restart": restart} {
+		if r.Value("SETTLE_RC") != "0" {
+			t.Errorf("%s: settle exited %q", name, r.Value("SETTLE_RC"))
+		}
+		if got := r.Lines("MODULE"); strings.Join(got, " ") != strings.Join(want, " ") {
+			t.Errorf("%s: module set differs from coldplug: missing %v, extra %v", name, minus(want, got), minus(got, want))
+		}
+	}
+	killed, _ := strconv.Atoi(restart.Value("KILLED_WITH"))
+	t.Logf("storm: %d overruns, %d resyncs, %d dropped; restart after kill -9 with %d of %d modules",
+		st.Events.Overruns, st.Resyncs, st.Dropped, killed, len(want))
+}
+
+// TestDaemonOnlyTheKernelSpeaks: forged uevents carrying the MODALIAS of a
+// module nothing else loads make the daemon load nothing; they are counted.
+func TestDaemonOnlyTheKernelSpeaks(t *testing.T) {
+	Require(t)
+	forge := BuildBinary(t, "./e2e/guest/forge")
+	res := Boot(t.Context(), t, Scenario{
+		Files: append(daemonFiles(t), File{Guest: "/bin/forge", Host: forge, Mode: 0o755}),
+		Script: startDaemon("--coldplug") + `
+modautoload settle --timeout 60s
+forge --modalias pci:v00008086d0000100Esv00001AF4sd00001100bc02sc00i00 --count 5
+forge --devpath /devices/virtual/x --modalias pci:v000010ECd00008139sv00001AF4sd00001100bc02sc00i00
+` + settleAndReport,
+	})
+	for _, m := range res.Lines("MODULE") {
+		if m == "e1000" || m == "8139too" || m == "8139cp" {
+			t.Errorf("forged event loaded %s", m)
+		}
+	}
+	if st := daemonStatus(t, res); st.Events.Rejected != 6 {
+		t.Errorf("rejected %d, want 6", st.Events.Rejected)
+	}
+}
+
+// TestDaemonRules: a skip rule and allow-list mode hold against real
+// events; a rule file with errors is reported with file:line and the
+// defaults still work.
+func TestDaemonRules(t *testing.T) {
+	Require(t)
+	skip := File{Guest: "/etc/modautoload/rules.d/10-skip.rules", Data: []byte(`# e1000 stays out
+SUBSYSTEM=="pci", ENV{MODALIAS}=="pci:v00008086d0000100E*", SKIP
+`)}
+	broken := File{Guest: "/etc/modautoload/rules.d/20-broken.rules", Data: []byte("SUBSYSTEM=\"pci\", SKIP\nthis is not a rule\n")}
+	devices := []string{"e1000,netdev=n0", "virtio-rng-pci", "virtio-balloon-pci"}
+	qargs := []string{"-netdev", "user,id=n0,restrict=on"}
+	res := Boot(t.Context(), t, Scenario{
+		Files: append(daemonFiles(t), skip, broken), Devices: devices, QEMUArgs: qargs,
+		Script: startDaemon("--coldplug") + settleAndReport + daemonLog,
+	})
+	mods := strings.Join(res.Lines("MODULE"), " ")
+	if strings.Contains(" "+mods+" ", " e1000 ") {
+		t.Error("the skip rule did not keep e1000 out")
+	}
+	if !strings.Contains(mods, "virtio_rng") || !strings.Contains(mods, "virtio_pci") {
+		t.Errorf("defaults did not load virtio modules beside a broken rule file: %s", mods)
+	}
+	logs := strings.Join(res.Lines("LOG"), "\n")
+	for _, want := range []string{"20-broken.rules:1", "20-broken.rules:2"} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("no error naming %s in the log", want)
+		}
+	}
+
+	allow := File{Guest: "/etc/modautoload/rules.d/00-allow.rules", Data: []byte("ALLOW=\"virtio* e1000\"\n")}
+	res = Boot(t.Context(), t, Scenario{
+		Files: append(daemonFiles(t), allow), Devices: append(devices, "intel-hda", "hda-duplex,audiodev=snd0"),
+		QEMUArgs: append(qargs, "-audiodev", "none,id=snd0"),
+		Script:   startDaemon("--coldplug") + settleAndReport,
+	})
+	for _, m := range res.Lines("MODULE") {
+		// The allowed drivers' dependencies are virtio_* too.
+		if !strings.HasPrefix(m, "virtio") && m != "e1000" {
+			t.Errorf("allow-list mode loaded %s", m)
+		}
+	}
+	if st := daemonStatus(t, res); st.Refused == 0 {
+		t.Error("allow-list mode refused nothing on a machine with an HDA controller")
+	}
+}
+
+// TestDaemonNeverTwice: with the daemon running, uevent-driven and
+// helper-driven requests for one module at the same moment, plus the
+// kernel's own requests through the helper, hand each module to the
+// kernel exactly once (counted by the daemon and by tracefs).
+func TestDaemonNeverTwice(t *testing.T) {
+	Require(t)
+	storm := BuildBinary(t, "./e2e/guest/xfrmstorm")
+	res := Boot(t.Context(), t, Scenario{
+		Files:   append(daemonFiles(t), File{Guest: "/bin/xfrmstorm", Host: storm, Mode: 0o755}),
+		Devices: []string{"virtio-rng-pci"},
+		Script: helperSetup + traceSetup + startDaemon("--coldplug") + `
+modautoload settle --timeout 60s
+rmmod virtio_rng
+modautoload settle --timeout 60s
+echo >$T/trace
+rng=$(dirname "$(grep -l d00000004 /sys/bus/virtio/devices/*/modalias)")
+pids=
+for i in $(seq 10); do
+	echo add >"$rng/uevent" & pids="$pids $!"
+	modautoload modprobe virtio_rng & pids="$pids $!"
+done
+wait $pids # not a bare wait: the daemon is a child too
+modautoload settle --timeout 60s
+echo "E2E:RNG_FINIT $(count 'sys_finit_module(')"
+echo "E2E:RNG_LOADS $(count ' module_load: ')"
+echo "E2E:RNG_STATE $(cat /sys/module/virtio_rng/initstate)"
+echo >$T/trace
+for round in $(seq 5); do
+	xfrmstorm --threads 40
+	rmmod xfrm_user xfrm_algo
+done
+modautoload settle --timeout 60s
+echo "E2E:XFRM_FINIT $(count 'sys_finit_module(')"
+echo "E2E:XFRM_LOADS $(count ' module_load: ')"
+echo "E2E:XFRM_REQUESTS $(count ' module_request: ')"
+echo "E2E:STATUS $(modautoload status --json)"
+`,
+	})
+	if res.Value("RNG_STATE") != "live" || res.Value("RNG_FINIT") != "1" || res.Value("RNG_LOADS") != "1" {
+		t.Errorf("virtio_rng: state %q, %s finit_module calls, %s loads; want live, 1, 1",
+			res.Value("RNG_STATE"), res.Value("RNG_FINIT"), res.Value("RNG_LOADS"))
+	}
+	for _, l := range res.Lines("SOCKETS") {
+		if l != "ok=40 failed=0" {
+			t.Errorf("xfrm round: %s", l)
+		}
+	}
+	if res.Value("XFRM_FINIT") != "10" || res.Value("XFRM_LOADS") != "10" {
+		t.Errorf("xfrm: %s finit_module calls, %s loads for 5 rounds of 2 modules; want 10 and 10",
+			res.Value("XFRM_FINIT"), res.Value("XFRM_LOADS"))
+	}
+	st := daemonStatus(t, res)
+	if st.Loads.Deduplicated == 0 {
+		t.Error("the daemon deduplicated nothing")
+	}
+	t.Logf("kernel requests %s; daemon loads %+v", res.Value("XFRM_REQUESTS"), st.Loads)
+}
