@@ -80,11 +80,11 @@ func TestDaemonColdplugParity(t *testing.T) {
 	Require(t)
 	blacklist := File{Guest: "/etc/modprobe.d/test.conf", Data: []byte("blacklist pcspkr\nblacklist virtio_balloon\n")}
 	ref := Boot(t.Context(), t, Scenario{
-		Files: []File{blacklist}, Devices: paritySet, QEMUArgs: parityQEMUArgs, Timeout: 4 * time.Minute,
+		Files: []File{blacklist}, Devices: DeviceSet, QEMUArgs: DeviceSetQEMUArgs, Timeout: 4 * time.Minute,
 		Script: kmodFixpoint,
 	})
 	res := Boot(t.Context(), t, Scenario{
-		Files: append(daemonFiles(t), blacklist), Devices: paritySet, QEMUArgs: parityQEMUArgs, Timeout: 4 * time.Minute,
+		Files: append(daemonFiles(t), blacklist), Devices: DeviceSet, QEMUArgs: DeviceSetQEMUArgs, Timeout: 4 * time.Minute,
 		Script: startDaemon("--coldplug") + settleAndReport + `
 sleep 3
 echo "E2E:LATER $(cut -d' ' -f1 /proc/modules | sort | tr '\n' ' ')"
@@ -171,11 +171,11 @@ echo "E2E:STATUS $(modautoload status --json)"
 func TestDaemonNothingLost(t *testing.T) {
 	Require(t)
 	normal := Boot(t.Context(), t, Scenario{
-		Files: daemonFiles(t), Devices: paritySet, QEMUArgs: parityQEMUArgs, Timeout: 4 * time.Minute,
+		Files: daemonFiles(t), Devices: DeviceSet, QEMUArgs: DeviceSetQEMUArgs, Timeout: 4 * time.Minute,
 		Script: startDaemon("--coldplug") + settleAndReport,
 	})
 	storm := Boot(t.Context(), t, Scenario{
-		Files: daemonFiles(t), Devices: paritySet, QEMUArgs: parityQEMUArgs, Timeout: 4 * time.Minute,
+		Files: daemonFiles(t), Devices: DeviceSet, QEMUArgs: DeviceSetQEMUArgs, Timeout: 4 * time.Minute,
 		Script: startDaemon("--coldplug --rcvbuf 4096") + `
 for round in 1 2 3; do
 	find /sys/devices -name uevent | while read -r f; do echo add >"$f" 2>/dev/null; done
@@ -183,7 +183,7 @@ done
 ` + settleAndReport + daemonLog,
 	})
 	restart := Boot(t.Context(), t, Scenario{
-		Files: daemonFiles(t), Devices: paritySet, QEMUArgs: parityQEMUArgs, Timeout: 4 * time.Minute,
+		Files: daemonFiles(t), Devices: DeviceSet, QEMUArgs: DeviceSetQEMUArgs, Timeout: 4 * time.Minute,
 		Script: startDaemon("--coldplug") + `
 sleep 1.5
 echo "E2E:KILLED_WITH $(wc -l </proc/modules)"

@@ -193,8 +193,8 @@ func TestModuleSetParity(t *testing.T) {
 	loadAll := func(modprobe string) []string {
 		res := Boot(t.Context(), t, Scenario{
 			Files:    []File{{Guest: "/bin/modautoload", Host: bin, Mode: 0o755}},
-			Devices:  paritySet,
-			QEMUArgs: parityQEMUArgs,
+			Devices:  DeviceSet,
+			QEMUArgs: DeviceSetQEMUArgs,
 			Timeout:  4 * time.Minute,
 			Script: `
 find /sys/devices -name modalias -exec cat {} + | sort -u >/tmp/aliases
@@ -214,20 +214,6 @@ cut -d' ' -f1 /proc/modules | sort | while read -r m; do echo "E2E:MODULE $m"; d
 		t.Errorf("module sets differ:\nonly modautoload: %v\nonly kmod: %v", minus(ours, kmods), minus(kmods, ours))
 	}
 	t.Logf("%d modules loaded by both", len(ours))
-}
-
-// paritySet is the device set of VM-TESTING.md.
-var paritySet = []string{
-	"e1000,netdev=n0", "virtio-net-pci,netdev=n1", "virtio-rng-pci", "virtio-balloon-pci",
-	"virtio-serial-pci", "virtio-scsi-pci", "qemu-xhci", "usb-kbd", "usb-tablet", "usb-ehci",
-	"intel-hda", "hda-duplex,audiodev=snd0", "ES1370,audiodev=snd0", "i6300esb", "pvpanic", "ahci",
-	"rtl8139,netdev=n2", "pcnet,netdev=n3", "lsi53c895a", "megasas",
-}
-
-var parityQEMUArgs = []string{
-	"-netdev", "user,id=n0,restrict=on", "-netdev", "user,id=n1,restrict=on",
-	"-netdev", "user,id=n2,restrict=on", "-netdev", "user,id=n3,restrict=on",
-	"-audiodev", "none,id=snd0",
 }
 
 func minus(a, b []string) []string {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -15,21 +16,32 @@ import (
 	"github.com/modautoload/modautoload/e2e"
 )
 
-// script runs in the guest: monitor listens while a device is hotplugged
-// and a root process forges a uevent.
+// script runs in the guest: the daemon coldplugs the device set, a
+// device is hotplugged, a root process forges a uevent; tracefs times
+// every module load.
 const script = `
-modautoload monitor --log-format json >/tmp/mon.txt 2>/tmp/mon.log &
-MON=$!
-for i in $(seq 100); do grep -q "listening for kernel uevents" /tmp/mon.log && break; sleep 0.05; done
+mount -t tracefs tracefs /sys/kernel/tracing
+T=/sys/kernel/tracing
+echo 1 >$T/events/module/module_load/enable
+echo 1 >$T/events/syscalls/sys_enter_finit_module/enable
 echo "E2E:DEVICES $(find /sys/devices -name uevent | wc -l)"
 echo "E2E:MODALIASES $(find /sys/devices -name modalias | wc -l)"
+echo "E2E:T0 $(cut -d' ' -f1 /proc/uptime)"
+modautoload daemon --coldplug --log-format json 2>/tmp/daemon.log &
+modautoload settle --timeout 120s
+echo "E2E:SETTLED $? $(cut -d' ' -f1 /proc/uptime)"
 echo "E2E:READY"
-for i in $(seq 200); do grep -q "MODALIAS=pci:v00001AF4d00001005" /tmp/mon.txt && break; sleep 0.05; done
-forge --modalias pci:v00001AF4d00001005sv00001AF4sd00001100bc00scFFi00
-kill -TERM $MON; wait $MON
-echo "E2E:MONRC $?"
-awk '/^KERNEL/{p=0} /^KERNEL.*add .*\/devices\/pci/{p=1} p' /tmp/mon.txt | while IFS= read -r l; do echo "E2E:HOTPLUG $l"; done
-while IFS= read -r l; do echo "E2E:LOG $l"; done </tmp/mon.log
+for i in $(seq 1000); do grep -qs 0x1052 /sys/bus/pci/devices/*/device && break; sleep 0.01; done
+echo "E2E:HOTPLUG_SEEN $(cut -d' ' -f1 /proc/uptime)"
+for i in $(seq 600); do [ "$(cat /sys/module/virtio_input/initstate 2>/dev/null)" = live ] && break; sleep 0.01; done
+echo "E2E:HOTPLUG_LIVE $(cut -d' ' -f1 /proc/uptime) $(cat /sys/module/virtio_input/initstate 2>/dev/null)"
+modautoload settle --timeout 60s
+forge --modalias pci:v00008086d0000100Fsv00001AF4sd00001100bc02sc00i00 >/dev/null
+modautoload settle --timeout 60s
+grep -v '^#' $T/trace | grep ' module_load: ' | while read -r l; do echo "E2E:LOAD $l"; done
+echo "E2E:FINIT $(grep -c 'sys_finit_module(' $T/trace)"
+modautoload status | while IFS= read -r l; do echo "E2E:STATUS $l"; done
+grep '"uevent dropped"' /tmp/daemon.log | while read -r l; do echo "E2E:REFUSED $l"; done
 `
 
 // demoT adapts the rig's test interface to a program: Fatal stops the demo.
@@ -104,44 +116,70 @@ func demo(ctx context.Context, t *demoT) {
 	bin := e2e.BuildBinary(t, "./cmd/modautoload")
 	forge := e2e.BuildBinary(t, "./e2e/guest/forge")
 
-	fmt.Printf("booting Linux %s under qemu (TCG, 2 vCPUs)\n", k.Version)
-	t0 := time.Now()
+	fmt.Printf("booting Linux %s under qemu (TCG, 2 vCPUs) with %d devices; the daemon coldplugs them\n", k.Version, len(e2e.DeviceSet))
 	vm := e2e.Start(ctx, t, e2e.Scenario{
-		Script: script,
-		QMP:    true,
+		Script:   script,
+		QMP:      true,
+		Timeout:  4 * time.Minute,
+		Devices:  e2e.DeviceSet,
+		QEMUArgs: e2e.DeviceSetQEMUArgs,
 		Files: []e2e.File{
 			{Guest: "/bin/modautoload", Host: bin, Mode: 0o755},
 			{Guest: "/bin/forge", Host: forge, Mode: 0o755},
 		},
-		Devices:  []string{"e1000,netdev=n0", "virtio-balloon-pci", "qemu-xhci", "usb-kbd"},
-		QEMUArgs: []string{"-netdev", "user,id=n0,restrict=on"},
 	})
 	vm.Await("READY")
-	booted := time.Since(t0)
-	fmt.Println("hotplugging a virtio-rng-pci device through QMP")
-	if _, err := vm.QMP().Execute(ctx, "device_add", map[string]any{"driver": "virtio-rng-pci", "id": "rng0"}); err != nil {
+	fmt.Println("coldplug settled; hotplugging a virtio-keyboard-pci through QMP")
+	if _, err := vm.QMP().Execute(ctx, "device_add", map[string]any{"driver": "virtio-keyboard-pci", "id": "kbd1"}); err != nil {
 		t.Fatalf("device_add: %v", err)
 	}
-	res := vm.Wait()
+	report(t, vm.Wait())
+}
 
+func report(t *demoT, res *e2e.Result) {
+	t0 := field(res.Value("T0"), 0)
+	settledAt := field(res.Value("SETTLED"), 1)
 	fmt.Printf("\n== report ==\n")
-	fmt.Printf("guest up in %.1f s; whole run %.1f s\n", booted.Seconds(), res.Duration.Seconds())
-	fmt.Printf("devices in sysfs at boot: %s, of which %s have a MODALIAS a driver can match\n",
-		res.Value("DEVICES"), res.Value("MODALIASES"))
-	fmt.Println("the hotplug event, as `modautoload monitor` printed it in the guest:")
-	for _, l := range res.Lines("HOTPLUG") {
+	fmt.Printf("devices in sysfs at boot: %s, of which %s have a MODALIAS\n", res.Value("DEVICES"), res.Value("MODALIASES"))
+	loads := res.Lines("LOAD")
+	last := 0.0
+	fmt.Printf("modules loaded (seconds after the daemon started):\n")
+	for _, l := range loads {
+		// "... [000] .....     5.033750: module_load: xfrm_algo"
+		f := strings.Fields(l)
+		if len(f) < 3 {
+			continue
+		}
+		at := field(strings.TrimSuffix(f[len(f)-3], ":"), 0) - t0
+		last = max(last, at)
+		fmt.Printf("  %6.2f s  %s\n", at, f[len(f)-1])
+	}
+	fmt.Printf("coldplug: %d modules live %.2f s after start; settle returned at %.2f s; %s finit_module calls in all\n",
+		len(loads), last, settledAt-t0, res.Value("FINIT"))
+	hot := strings.Fields(res.Value("HOTPLUG_LIVE"))
+	if len(hot) == 2 && hot[1] == "live" {
+		fmt.Printf("hotplug: virtio_input live %.2f s after the virtio-keyboard-pci appeared on the PCI bus (pci event -> virtio_pci, already live -> virtio bus event -> virtio_input)\n",
+			field(hot[0], 0)-field(res.Value("HOTPLUG_SEEN"), 0))
+	} else {
+		t.Fatalf("virtio_input not live after hotplug: %q", res.Value("HOTPLUG_LIVE"))
+	}
+	for _, l := range res.Lines("REFUSED") {
+		fmt.Println("a forged uevent from a root process in the guest was refused:\n    " + l)
+	}
+	fmt.Println("modautoload status at the end:")
+	for _, l := range res.Lines("STATUS") {
 		fmt.Println("    " + l)
 	}
-	for _, l := range res.Lines("LOG") {
-		switch {
-		case strings.Contains(l, `"uevent dropped"`):
-			fmt.Println("a forged uevent from a root process in the guest was refused:\n    " + l)
-		case strings.Contains(l, `"uevent totals"`):
-			fmt.Println("monitor totals:\n    " + l)
-		}
+	if !strings.HasPrefix(res.Value("SETTLED"), "0 ") {
+		t.Fatalf("settle failed: %q", res.Value("SETTLED"))
 	}
-	if len(res.Lines("HOTPLUG")) == 0 || res.Value("MONRC") != "0" {
-		t.Fatalf("the hotplug event was not seen (monitor exit %q)", res.Value("MONRC"))
+}
+
+func field(s string, i int) float64 {
+	f := strings.Fields(s)
+	if i >= len(f) {
+		return 0
 	}
-	fmt.Println("\nNot yet here: resolving and loading modules (the resolver, loader and daemon are the next issues).")
+	v, _ := strconv.ParseFloat(f[i], 64)
+	return v
 }
