@@ -146,7 +146,7 @@ func (d *Daemon) Load(ctx context.Context, req Request) Response {
 	err := d.cfg.Resolver.Use(func(r *loader.Resolver) error {
 		var err error
 		results, err = d.cfg.Loader.Probe(ctx, r, req.Name, loader.ProbeOptions{
-			UseBlacklist: req.UseBlacklist, Params: req.Params, IgnoreInstall: req.IgnoreInstall, Allowed: rs.Allowed,
+			UseBlacklist: req.UseBlacklist, Params: req.Params, IgnoreInstall: req.IgnoreInstall, Allowed: rs.Allowed, Parallel: true,
 		})
 		return err
 	})

@@ -381,7 +381,7 @@ func (d *Daemon) load(ctx context.Context, name string, rs *rules.EventRules, ev
 			}
 			return err
 		}
-		results, err := d.cfg.Loader.Probe(ctx, r, name, loader.ProbeOptions{UseBlacklist: true, Allowed: rs.Allowed})
+		results, err := d.cfg.Loader.Probe(ctx, r, name, loader.ProbeOptions{UseBlacklist: true, Allowed: rs.Allowed, Parallel: true})
 		for _, res := range results {
 			switch {
 			case res.Refused:

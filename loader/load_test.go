@@ -447,3 +447,34 @@ func TestProbeAllowList(t *testing.T) {
 		t.Errorf("loaded %s; want the allowed module and its dependency only", got)
 	}
 }
+
+// kvm_amd needs irqbypass, kvm (which needs irqbypass) and ccp. In
+// parallel, ccp's init runs beside kvm's instead of after it.
+func TestProbeParallelPlan(t *testing.T) {
+	deps := map[string][]string{"kvm_amd": {"ccp", "kvm", "irqbypass"}, "kvm": {"irqbypass"}}
+	dir := loadertest.ModuleTree(t, deps, []string{"irqbypass", "kvm", "ccp", "kvm_amd"})
+	slow := map[string]loadertest.Module{"kvm": {Init: 300 * time.Millisecond}, "ccp": {Init: 300 * time.Millisecond}}
+	r := newResolver(t, dir, "")
+
+	k := loadertest.NewKernel(t, slow)
+	start := time.Now()
+	res, err := newTestLoader(t, k).Probe(context.Background(), r, "kvm_amd", ProbeOptions{Parallel: true})
+	if err != nil || res[0].Err != nil {
+		t.Fatalf("%+v, %v", res, err)
+	}
+	if d := time.Since(start); d > 550*time.Millisecond {
+		t.Errorf("took %s: kvm and ccp did not load side by side", d)
+	}
+	calls := strings.Join(k.Calls(), " ")
+	if !strings.HasSuffix(calls, "kvm_amd") || strings.Index(calls, "irqbypass") > strings.Index(calls, "kvm ") {
+		t.Errorf("order %s: a module before its dependencies", calls)
+	}
+
+	// A failed dependency: kvm_amd is not tried, the error says why.
+	failing := map[string]loadertest.Module{"ccp": {Fail: unix.ENODEV}}
+	k2 := loadertest.NewKernel(t, failing)
+	res, _ = newTestLoader(t, k2).Probe(context.Background(), r, "kvm_amd", ProbeOptions{Parallel: true})
+	if !errors.Is(res[0].Err, unix.ENODEV) || k2.CallsOf("kvm_amd") != 0 {
+		t.Errorf("err %v, kvm_amd tried %d times", res[0].Err, k2.CallsOf("kvm_amd"))
+	}
+}

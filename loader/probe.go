@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 )
 
 // ErrNotFound is returned by Probe when nothing matches the name.
@@ -23,6 +24,10 @@ type ProbeOptions struct {
 	// Before, if set, is called before each step is carried out (modprobe
 	// -v prints it).
 	Before func(Step)
+	// Parallel loads the steps of a plan as soon as the steps they come
+	// After are done, rather than one by one (the daemon; modprobe keeps
+	// kmod's order, which -v shows).
+	Parallel bool
 	// Allowed, if set, is asked about each module the name resolves to; a
 	// module it refuses is not loaded (allow-list mode). Its dependencies
 	// are implied by it and not asked about.
@@ -75,7 +80,11 @@ func (l *Loader) Probe(ctx context.Context, r *Resolver, name string, o ProbeOpt
 			results = append(results, res)
 			continue
 		}
-		res.Err = l.run(ctx, steps, o.Before)
+		if o.Parallel {
+			res.Err = l.runParallel(ctx, steps)
+		} else {
+			res.Err = l.run(ctx, steps, o.Before)
+		}
 		results = append(results, res)
 	}
 	return results, nil
@@ -89,6 +98,47 @@ func (l *Loader) run(ctx context.Context, steps []Step, before func(Step)) error
 		}
 		if err := l.Ensure(ctx, s); err != nil && s.Required {
 			return err
+		}
+	}
+	return nil
+}
+
+// runParallel carries out a plan with each step starting as soon as the
+// steps it comes after are done: independent dependencies (kvm and ccp
+// for kvm_amd) load at once. A step whose required predecessor failed is
+// not tried; as with run, the first failure of a required step is the
+// result.
+func (l *Loader) runParallel(ctx context.Context, steps []Step) error {
+	done := make([]chan struct{}, len(steps))
+	errs := make([]error, len(steps))
+	for i := range steps {
+		done[i] = make(chan struct{})
+	}
+	var wg sync.WaitGroup
+	for i := range steps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer close(done[i])
+			for _, j := range steps[i].After {
+				select {
+				case <-done[j]:
+				case <-ctx.Done():
+					errs[i] = ctx.Err()
+					return
+				}
+				if errs[j] != nil && steps[j].Required {
+					errs[i] = fmt.Errorf("%s not loaded: %w", steps[i].Name, errs[j])
+					return
+				}
+			}
+			errs[i] = l.Ensure(ctx, steps[i])
+		}()
+	}
+	wg.Wait()
+	for i, s := range steps {
+		if errs[i] != nil && s.Required {
+			return errs[i]
 		}
 	}
 	return nil

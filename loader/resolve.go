@@ -51,6 +51,11 @@ type Step struct {
 	HasInstall bool
 	// Required is false for soft dependencies, whose failure is ignored.
 	Required bool
+	// After lists the steps (indices into the plan) that must be done
+	// first: the module's dependencies, its soft pre-dependencies, and for
+	// a soft post-dependency the module it follows. Steps without such a
+	// relation may load in parallel.
+	After []int
 }
 
 // Resolver answers what libkmod would load for a name or alias, from one
@@ -161,18 +166,33 @@ func (r *Resolver) Blacklisted(m *Module) bool { return r.Config.Blacklisted(m.N
 // own options (modprobe's command-line parameters); ignoreInstall skips
 // m's install command (modprobe -i).
 func (r *Resolver) Plan(m *Module, extra string, ignoreInstall bool) ([]Step, error) {
-	p := planner{r: r, visited: map[string]bool{}, required: map[string]bool{}, ignoreCmd: map[string]bool{}}
+	p := planner{r: r, visited: map[string]bool{}, required: map[string]bool{}, ignoreCmd: map[string]bool{}, after: map[int][]int{}}
 	if err := p.visit(m, true, ignoreInstall); err != nil {
 		return nil, err
 	}
 	steps := make([]Step, 0, len(p.list))
-	for _, x := range p.list {
+	for i, x := range p.list {
 		s, err := r.step(x, p.required[x.key()], p.ignoreCmd[x.key()])
 		if err != nil {
 			return nil, err
 		}
 		if x == m {
 			s.Options = concatOptions(s.Options, extra)
+		}
+		s.After = p.after[i]
+		// A module waits for its own dependencies, wherever they stand
+		// in the list (the last one before it: duplicates come later).
+		deps, err := r.Dependencies(x)
+		if err != nil {
+			return nil, err
+		}
+		for _, d := range deps {
+			for j := i - 1; j >= 0; j-- {
+				if p.list[j].Name == d.Name {
+					s.After = append(s.After, j)
+					break
+				}
+			}
 		}
 		steps = append(steps, s)
 	}
@@ -218,6 +238,7 @@ type planner struct {
 	required  map[string]bool
 	ignoreCmd map[string]bool
 	list      []*Module
+	after     map[int][]int // ordering other than modules.dep's, by list index
 }
 
 func (p *planner) visit(m *Module, required, ignoreCmd bool) error {
@@ -261,17 +282,26 @@ func (p *planner) withSoftdeps(m *Module) error {
 	if err != nil {
 		return err
 	}
+	start := len(p.list)
 	for _, s := range pre {
 		if err := p.visit(s, false, false); err != nil {
 			return err
 		}
 	}
+	idx := len(p.list)
 	p.list = append(p.list, m)
+	for j := start; j < idx; j++ {
+		p.after[idx] = append(p.after[idx], j)
+	}
 	p.ignoreCmd[m.key()] = len(pre) > 0 || len(post) > 0
+	postStart := len(p.list)
 	for _, s := range post {
 		if err := p.visit(s, false, false); err != nil {
 			return err
 		}
+	}
+	for j := postStart; j < len(p.list); j++ {
+		p.after[j] = append(p.after[j], idx)
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
@@ -266,4 +267,40 @@ func TestResolverMemoryBounded(t *testing.T) {
 		t.Errorf("heap grew from %d to %d bytes over 40,000 more lookups", before, after)
 	}
 	t.Logf("heap %d -> %d bytes", before, after)
+}
+
+// Plan orders what must be ordered and nothing else: a module after its
+// dependencies and its soft pre-dependencies, a soft post-dependency
+// after the module.
+func TestPlanAfter(t *testing.T) {
+	r := newResolver(t, fixture, policy)
+	mods, err := r.Lookup("virtio_net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps, err := r.Plan(mods[0], "", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := func(name string) int {
+		for i, s := range steps {
+			if s.Name == name {
+				return i
+			}
+		}
+		t.Fatalf("%s not planned", name)
+		return -1
+	}
+	waits := func(a, b string) bool { return slices.Contains(steps[at(a)].After, at(b)) }
+	for _, c := range [][2]string{
+		{"virtio_net", "virtio"}, {"virtio_net", "net_failover"}, {"net_failover", "failover"},
+		{"virtio_net", "crc32c_intel"}, {"virtio_rng", "virtio_net"},
+	} {
+		if !waits(c[0], c[1]) {
+			t.Errorf("%s does not wait for %s: %+v", c[0], c[1], steps)
+		}
+	}
+	if waits("crc32c_intel", "virtio") || waits("failover", "virtio_ring") {
+		t.Error("unrelated modules ordered")
+	}
 }
