@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -75,7 +76,8 @@ type Daemon struct {
 	rescanning bool   // a worker is doing one
 	coldDone   bool
 	stopping   bool
-	requests   int // load requests from the modprobe helper in progress
+	requests   int  // load requests from the modprobe helper in progress
+	trim       bool // return memory to the system once a scan's work is done
 
 	handled, skipped, refused, resyncs, dropped atomic.Uint64
 	loadErrors                                  atomic.Uint64
@@ -275,6 +277,7 @@ func (d *Daemon) scan(why string) {
 	d.mu.Lock()
 	// Whatever the kernel announced before the scan is covered by it.
 	d.lastSeq = max(d.lastSeq, seq)
+	d.trim = true
 	d.changed.Broadcast()
 	d.mu.Unlock()
 }
@@ -298,13 +301,20 @@ func (d *Daemon) worker(ctx context.Context) {
 		d.handle(ctx, &ev)
 		d.mu.Lock()
 		delete(d.busy, w)
+		trim := false
 		if d.idleLocked() {
 			// The burst is over: a module that failed may be tried
 			// again by the next, distinct event.
 			d.cfg.Loader.NewBurst()
+			trim, d.trim = d.trim, false
 		}
 		d.changed.Broadcast()
 		d.mu.Unlock()
+		if trim {
+			// A scan's burst grew the heap; give it back to the system
+			// (an initramfs or a small device has little to spare).
+			debug.FreeOSMemory()
+		}
 	}
 }
 

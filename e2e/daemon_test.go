@@ -25,6 +25,7 @@ modautoload settle --timeout 180s; echo "E2E:SETTLE_RC $?"
 echo "E2E:SETTLED_AT $(cut -d' ' -f1 /proc/uptime) $t0"
 cut -d' ' -f1 /proc/modules | sort | while read -r m; do echo "E2E:MODULE $m"; done
 echo "E2E:STATUS $(modautoload status --json)"
+echo "E2E:RSS $(grep -E '^(VmRSS|VmHWM)' /proc/$DAEMON/status | tr -s ' \t' ' ' | tr '\n' ' ')"
 `
 
 const daemonLog = `
@@ -109,7 +110,15 @@ echo "E2E:LATER $(cut -d' ' -f1 /proc/modules | sort | tr '\n' ' ')"
 		t.Errorf("modules loaded after settle returned: %v", minus(later, ours))
 	}
 	st := daemonStatus(t, res)
-	t.Logf("daemon: %d modules (kmod %d), extra %v; loads %+v", len(ours), len(kmods), minus(ours, kmods), st.Loads)
+	t.Logf("daemon: %d modules (kmod %d), extra %v; loads %+v; memory %s", len(ours), len(kmods), minus(ours, kmods), st.Loads, res.Value("RSS"))
+	// The goal for an initramfs: under 10 MiB resident after coldplug.
+	if f := strings.Fields(res.Value("RSS")); len(f) >= 6 {
+		if rss, _ := strconv.Atoi(f[4]); rss > 10*1024 {
+			t.Errorf("daemon RSS after coldplug %d kB, goal under 10 MiB", rss)
+		}
+	} else {
+		t.Errorf("no memory figures: %q", res.Value("RSS"))
+	}
 }
 
 // TestDaemonHotplug: devices added over QMP while the daemon runs get their
