@@ -98,7 +98,7 @@ func runDaemon(ctx context.Context, env *cliEnv, args []string) int {
 	live, err := liveResolver(&mods, log, interval)
 	if err != nil {
 		src.Close()
-		log.Error().Err(err).Msg("cannot open the module database")
+		log.Error().Err(err).Msg("cannot start")
 		return 1
 	}
 	defer live.Close()
@@ -173,13 +173,7 @@ func liveResolver(mods *moduleOptions, log zerolog.Logger, interval time.Duratio
 		watch = append(watch, rules.DefaultDirs()...)
 	}
 	live := &loader.Live{
-		Open: func() (*loader.Resolver, error) {
-			r, problems, err := mods.resolver()
-			for _, p := range problems {
-				log.Warn().Err(p).Msg("configuration line skipped")
-			}
-			return r, err
-		},
+		Open:     func() (*loader.Resolver, error) { return mods.openResolver(log) },
 		Watch:    watch,
 		Interval: interval,
 		Reloaded: func(err error) {

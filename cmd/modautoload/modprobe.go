@@ -97,15 +97,12 @@ func runModprobe(ctx context.Context, env *cliEnv, args []string) int {
 		}
 	}
 
-	r, problems, err := mods.resolver()
+	r, err := mods.openResolver(log)
 	if err != nil {
-		log.Error().Err(err).Msg("cannot open the module database")
+		log.Error().Err(err).Msg("cannot start")
 		return 1
 	}
 	defer r.DB.Close()
-	for _, p := range problems {
-		log.Debug().Err(p).Msg("configuration line skipped")
-	}
 
 	out := bufio.NewWriter(env.stdout)
 	defer out.Flush()

@@ -5,6 +5,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
 	"github.com/modautoload/modautoload/loader"
@@ -72,4 +73,17 @@ func (o *moduleOptions) resolver() (*loader.Resolver, []error, error) {
 	}
 	problems := append(append([]error(nil), db.Problems...), cfg.Problems...)
 	return &loader.Resolver{DB: db, Config: cfg}, problems, nil
+}
+
+// openResolver is resolver for the commands: configuration problems are
+// logged, not fatal.
+func (o *moduleOptions) openResolver(log zerolog.Logger) (*loader.Resolver, error) {
+	r, problems, err := o.resolver()
+	for _, p := range problems {
+		log.Warn().Err(p).Msg("configuration line skipped")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cannot open the module database: %w", err)
+	}
+	return r, nil
 }

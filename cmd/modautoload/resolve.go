@@ -52,15 +52,12 @@ func runResolve(_ context.Context, env *cliEnv, args []string) int {
 		fmt.Fprintln(env.stderr, "modautoload resolve: no ALIAS given")
 		return 2
 	}
-	r, problems, err := mods.resolver()
+	r, err := mods.openResolver(log)
 	if err != nil {
-		log.Error().Err(err).Msg("cannot open the module database")
+		log.Error().Err(err).Msg("cannot start")
 		return 1
 	}
 	defer r.DB.Close()
-	for _, p := range problems {
-		log.Warn().Err(p).Msg("configuration line skipped")
-	}
 
 	w := bufio.NewWriter(env.stdout)
 	defer w.Flush()
