@@ -400,8 +400,10 @@ func (d *Daemon) load(ctx context.Context, name string, rs *rules.EventRules, ev
 			case res.Blacklisted:
 				log.Debug().Str("module", res.Module).Msg("blacklisted")
 			case res.Err != nil:
+				// The loader logs each failure once (Loader.Failed);
+				// every event that shared it only notes it.
 				d.loadErrors.Add(1)
-				log.Error().Str("module", res.Module).Err(res.Err).Msg("load failed")
+				log.Debug().Str("module", res.Module).Err(res.Err).Msg("load failed")
 			default:
 				log.Debug().Str("module", res.Module).Msg("live")
 			}

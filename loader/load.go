@@ -72,6 +72,9 @@ type Loader struct {
 	Sysfs string
 	// LiveTimeout bounds waits for other loaders; 0 means DefaultLiveTimeout.
 	LiveTimeout time.Duration
+	// Failed, if set, is told of each failed load once, however many
+	// callers shared it (the daemon logs there, not per event).
+	Failed func(module string, err error)
 	// NoShell refuses to run install commands through /bin/sh (a device
 	// without a shell, or a locked-down one). "/bin/true" and "/bin/false"
 	// still act as the disabling idiom they are, without a shell.
@@ -224,6 +227,9 @@ func (l *Loader) fly(f *flight, s Step) {
 		l.setState(s.Name, "live", nil)
 	} else {
 		l.setState(s.Name, "failed", f.err)
+		if l.Failed != nil && l.ctx.Err() == nil {
+			l.Failed(s.Name, f.err)
+		}
 	}
 	l.inFlight.Add(-1)
 	close(f.done)
@@ -258,18 +264,31 @@ func (l *Loader) load(s Step) error {
 	if err != nil {
 		return &LoadError{Module: s.Name, Path: s.Path, Op: "open", Err: err}
 	}
-	defer f.Close() // also drops the lock
 	// Other modautoload processes (the kernel's helpers, the command
 	// line) lock the same file, so the kernel gets one finit_module per
 	// module across processes too, not one per helper.
 	if err := l.lock(f); err != nil {
+		f.Close()
 		return &LoadError{Module: s.Name, Path: s.Path, Op: "lock", Err: err}
 	}
 	// Whoever held the lock has loaded it, or failed, meanwhile.
 	if done, err := l.settled(s.Name); done {
+		f.Close()
 		return err
 	}
-	err = l.insert(s, f)
+	// Since Linux 5.18 finit_module returns only after the module's init
+	// and then every asynchronous job in the system (another
+	// controller's disk scan): seconds after the module went live. So the
+	// call runs on its own, holding the file and its lock, and the load
+	// is done as soon as the kernel says live.
+	result := make(chan error, 1)
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		defer f.Close() // and with it the lock
+		result <- l.insert(s, f)
+	}()
+	err = l.untilLive(s.Name, result)
 	switch {
 	case err == nil:
 		l.loaded.Add(1)
@@ -290,6 +309,51 @@ func (l *Loader) load(s Step) error {
 	default:
 		return err
 	}
+}
+
+// untilLive waits for the outcome of our own finit_module: its error, or
+// the module live (the add@/module uevent or initstate), whichever comes
+// first. The kernel is working on it, so there is no timeout; shutdown
+// ends the wait.
+func (l *Loader) untilLive(name string, result <-chan error) error {
+	delay := time.Millisecond
+	for {
+		ch := l.wakeChan(name)
+		select {
+		case err := <-result:
+			return err
+		default:
+		}
+		if st, err := readInitstate(l.Sysfs, name); err == nil && st == StateLive {
+			return nil
+		}
+		poll := time.NewTimer(delay)
+		select {
+		case err := <-result:
+			poll.Stop()
+			return err
+		case <-ch:
+		case <-poll.C:
+		case <-l.ctx.Done():
+			poll.Stop()
+			return &LoadError{Module: name, Op: "wait", Err: l.ctx.Err()}
+		}
+		poll.Stop()
+		delay = min(delay*2, 50*time.Millisecond)
+	}
+}
+
+// wakeChan returns the channel ModuleEvent closes for name. Taken before
+// looking at sysfs, so an event between the look and the wait is not lost.
+func (l *Loader) wakeChan(name string) chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ch, ok := l.wake[name]
+	if !ok {
+		ch = make(chan struct{})
+		l.wake[name] = ch
+	}
+	return ch
 }
 
 // settled reports whether sysfs leaves nothing to load: the module is live,
@@ -408,15 +472,7 @@ func (l *Loader) waitFor(name string, done func(Initstate) (bool, error)) error 
 		l.mu.Unlock()
 	}()
 	for {
-		// Register for the uevent before reading, so one that comes
-		// between the read and the wait is not missed.
-		l.mu.Lock()
-		var ok bool
-		if ch, ok = l.wake[name]; !ok {
-			ch = make(chan struct{})
-			l.wake[name] = ch
-		}
-		l.mu.Unlock()
+		ch = l.wakeChan(name)
 		st, err := readInitstate(l.Sysfs, name)
 		if err != nil {
 			return &LoadError{Module: name, Op: "wait", Err: err}

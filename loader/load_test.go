@@ -478,3 +478,28 @@ func TestProbeParallelPlan(t *testing.T) {
 		t.Errorf("err %v, kvm_amd tried %d times", res[0].Err, k2.CallsOf("kvm_amd"))
 	}
 }
+
+// finit_module returns seconds after the module is live on Linux 5.18+
+// (async_synchronize_full). The load is done when the kernel says live.
+func TestLiveBeforeFinitReturns(t *testing.T) {
+	dir := loadertest.ModuleTree(t, nil, []string{"sym53c8xx"})
+	k := loadertest.NewKernel(t, map[string]loadertest.Module{"sym53c8xx": {Init: 50 * time.Millisecond, Linger: 2 * time.Second}})
+	l := newTestLoader(t, k)
+	start := time.Now()
+	if err := l.Ensure(context.Background(), step(dir, "sym53c8xx")); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("Ensure returned after %s: it waited for finit_module, not for live", d)
+	}
+	// The call is still in the kernel; asking again hands nothing over.
+	if err := l.Ensure(context.Background(), step(dir, "sym53c8xx")); err != nil {
+		t.Fatal(err)
+	}
+	if n := k.CallsOf("sym53c8xx"); n != 1 {
+		t.Errorf("finit_module called %d times", n)
+	}
+	if s := l.Stats(); s.Loaded != 1 {
+		t.Errorf("stats %+v", s)
+	}
+}

@@ -106,6 +106,9 @@ func runDaemon(ctx context.Context, env *cliEnv, args []string) int {
 	ruleSet.Store(loadRules(rulePaths, log))
 
 	ld := loader.NewLoader(loader.SystemKernel{}, "/sys")
+	ld.Failed = func(module string, err error) {
+		log.Error().Str("module", module).Err(err).Msg("load failed")
+	}
 	ln, err := daemon.Listen(control)
 	if err != nil {
 		src.Close()

@@ -37,6 +37,9 @@ type Module struct {
 	Window time.Duration // how long the directory exists without initstate
 	Init   time.Duration // how long init runs
 	Fail   error         // init's error: the module goes away
+	// Linger keeps finit_module from returning after the module is live,
+	// as Linux 5.18+ does while it waits for all asynchronous work.
+	Linger time.Duration
 }
 
 // NewKernel returns a fake kernel with an empty sysfs in a temporary
@@ -131,6 +134,7 @@ func (k *Kernel) run(name string, m Module) error {
 		return m.Fail
 	}
 	WriteState(dir, "live")
+	time.Sleep(m.Linger)
 	return nil
 }
 
