@@ -5,7 +5,7 @@ LDFLAGS   := -s -w -X main.version=$(VERSION)
 UNIT_PKGS := $(shell $(GO) list ./... | grep -v /e2e)
 FUZZTIME  ?= 10s
 
-.PHONY: build test unit fuzz e2e index-real bench-resolve demo vet clean
+.PHONY: build test unit fuzz e2e index-real bench bench-resolve demo vet clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/modautoload ./cmd/modautoload
@@ -41,6 +41,12 @@ e2e:
 index-real:
 	MODAUTOLOAD_MODULE_DIR="$$($(GO) run ./e2e/demo -module-dir)" \
 		$(GO) test -count=1 -run '^TestReal' -v ./loader/index
+
+# Coldplug of the VM-TESTING device set: modautoload beside systemd-udevd,
+# kmod's modprobe fixpoint loop and busybox mdev, in one run; writes
+# bench/bench.md and bench/bench.svg.
+bench:
+	$(GO) run ./e2e/bench -out bench
 
 # The resolver beside libkmod on the Debian kernel's ~128,000 test inputs,
 # and the exec-to-answer time beside kmod's modprobe.

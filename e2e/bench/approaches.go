@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/modautoload/modautoload/e2e"
 )
@@ -45,7 +46,7 @@ var (
 
 // hotplugSlot is where the hotplugged keyboard goes on the root PCI bus: a
 // fixed address lets the guest watch for the device without a scan. The
-// device set above fills slots 2 to 0x11.
+// device set above takes the low slots.
 const hotplugSlot = 0x1e
 
 // modprobe is kmod's modprobe in the guest, the loader of every approach
@@ -54,8 +55,9 @@ const modprobe = e2e.KmodRefDir + "/modprobe"
 
 func udevdApproach(u *udevBundle) approach {
 	return approach{
-		id:   "udevd",
-		name: "systemd-udevd " + u.version,
+		id: "udevd",
+		// The upstream release; the Debian version is in the report's header.
+		name: "systemd-udevd " + strings.FieldsFunc(u.version, func(r rune) bool { return r == '.' || r == '-' })[0],
 		setup: `
 ln -s udevadm /bin/systemd-udevd
 mkdir -p /run/udev
@@ -107,7 +109,7 @@ echo '$MODALIAS=.* 0:0 660 @` + modprobe + ` -b "$MODALIAS"' >/etc/mdev.conf
 	// coldplug time, which comes from the trace).
 	run: `
 mdev -df & AGENT=$!
-until listening; do usleep 10000; done
+i=0; until listening || [ $i -ge 1000 ]; do usleep 10000; i=$((i+1)); done
 find /sys/devices -name uevent | while read -r f; do echo add >"$f"; done 2>/dev/null
 last= quiet=0
 while [ $quiet -lt 20 ]; do
@@ -140,13 +142,15 @@ modautoload settle --timeout 120s; echo "E2E:SETTLE_RC $?"
 }
 
 // prologue prepares measurement: tracefs with a clock shared by all CPUs,
-// the events counted, and kmod as the kernel's request_module helper in
-// every approach (the kernel's requests are not what is compared).
+// the events counted (see liveProbe for the kprobe), and kmod as the
+// kernel's request_module helper in every approach (the kernel's requests
+// are not what is compared).
 const prologue = `
 T=/sys/kernel/tracing
 mount -t tracefs tracefs $T
 echo mono >$T/trace_clock
-for e in syscalls/sys_enter_finit_module syscalls/sys_exit_finit_module module/module_load module/module_request; do
+echo 'p:` + liveProbe + ` async_synchronize_full' >>$T/kprobe_events
+for e in syscalls/sys_enter_finit_module syscalls/sys_exit_finit_module module/module_load module/module_request kprobes/` + liveProbe + `; do
 	echo 1 >$T/events/$e/enable
 done
 echo ` + modprobe + ` >/proc/sys/kernel/modprobe
@@ -199,8 +203,8 @@ mark hp-live
 // epilogue reports the agent's peak RSS, its uevent socket's drops, and
 // the trace, which the host parses.
 const epilogue = `
-[ -n "$AGENT" ] && echo "E2E:RSS $(hwm $AGENT)" && kill $AGENT
 echo "E2E:DROPS $(awk 'NR>1 && $2==15 && $3!=0 {d+=$9} END{print d+0}' /proc/net/netlink)"
+[ -n "$AGENT" ] && echo "E2E:RSS $(hwm $AGENT)" && kill $AGENT
 [ -f /tmp/agent.log ] && tail -n 40 /tmp/agent.log | sed 's/^/E2E:AGENT_LOG /'
 grep -v '^#' $T/trace | sed 's/^/E2E:TRACE /'
 `

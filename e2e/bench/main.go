@@ -85,6 +85,7 @@ func bench(ctx context.Context, rounds int, out, only string) error {
 			fmt.Fprintf(os.Stderr, "bench: skipping %s: %s\n", a.name, a.skip)
 		}
 	}
+	var waitedAll time.Duration
 	for r := 1; r <= rounds; r++ {
 		for _, res := range results {
 			a := res.approach
@@ -95,6 +96,7 @@ func bench(ctx context.Context, rounds int, out, only string) error {
 				return err
 			}
 			waited := awaitOtherGuests(ctx, 10*time.Minute)
+			waitedAll += waited
 			fmt.Fprintf(os.Stderr, "bench: round %d/%d: %s\n", r, rounds, a.name)
 			s, err := runRound(ctx, a, logDir, r)
 			if err != nil {
@@ -109,7 +111,7 @@ func bench(ctx context.Context, rounds int, out, only string) error {
 		}
 	}
 
-	env := describe(ctx, k.Version, udev.version, rounds, time.Since(start))
+	env := describe(ctx, k.Version, udev.version, rounds, time.Since(start), waitedAll)
 	md := markdown(env, results)
 	fmt.Print(md)
 	if err := os.WriteFile(filepath.Join(out, "bench.md"), []byte(md), 0o644); err != nil {
@@ -168,10 +170,10 @@ func hasCommand(usage []byte, cmd string) bool {
 type env struct {
 	host, qemu, kernel, udev, kmod, busybox, date string
 	rounds                                        int
-	wall                                          time.Duration
+	wall, waited                                  time.Duration // waited: for other people's guests
 }
 
-func describe(ctx context.Context, kernel, udev string, rounds int, wall time.Duration) env {
+func describe(ctx context.Context, kernel, udev string, rounds int, wall, waited time.Duration) env {
 	firstLine := func(name string, args ...string) string {
 		out, err := exec.CommandContext(ctx, name, args...).Output()
 		if err != nil {
@@ -195,9 +197,10 @@ func describe(ctx context.Context, kernel, udev string, rounds int, wall time.Du
 		kernel:  kernel,
 		udev:    udev,
 		kmod:    firstLine("kmod", "--version"),
-		busybox: firstLine("/bin/busybox"),
+		busybox: strings.TrimSuffix(firstLine("/bin/busybox"), " multi-call binary."),
 		date:    time.Now().UTC().Format("2006-01-02 15:04 UTC"),
 		rounds:  rounds,
 		wall:    wall,
+		waited:  waited,
 	}
 }

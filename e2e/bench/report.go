@@ -24,6 +24,7 @@ type stat struct {
 	n             int
 }
 
+// stat summarises f over the rounds; negative values mean "not measured".
 func (r *result) stat(f func(*sample) float64) stat {
 	var xs []float64
 	for _, s := range r.samples {
@@ -31,9 +32,14 @@ func (r *result) stat(f func(*sample) float64) stat {
 			xs = append(xs, v)
 		}
 	}
+	return summarize(xs)
+}
+
+func summarize(xs []float64) stat {
 	if len(xs) == 0 {
 		return stat{}
 	}
+	xs = slices.Clone(xs)
 	sort.Float64s(xs)
 	med := xs[len(xs)/2]
 	if len(xs)%2 == 0 {
@@ -69,12 +75,17 @@ func markdown(e env, results []*result) string {
 	var b strings.Builder
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
 	p("# Coldplug benchmark\n\n")
-	p("%s; host %s; guest Linux %s (Debian) under %s, TCG, 2 vCPUs, 2048 MiB; %d rounds per approach, each in a freshly booted guest; harness wall time %v.\n\n",
+	p("%s; host %s; guest Linux %s (Debian) under %s, TCG, 2 vCPUs, 2048 MiB; %d rounds per approach, each in a freshly booted guest; harness wall time %v",
 		e.date, e.host, e.kernel, e.qemu, e.rounds, e.wall.Round(time.Second))
+	if e.waited >= time.Second {
+		p(", of which %v waiting for other qemu guests on the host to finish", e.waited.Round(time.Second))
+	}
+	p(".\n\n")
 	p("Devices (VM-TESTING.md): %s.\n\n", strings.Join(devices, " "))
 
-	p("| approach | modules live | finit_module calls | failed calls | coldplug s, median (min–max) | vs udevd | done s | agent peak RSS | user CPU s | hotplug ms |\n")
-	p("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	columns := []string{"approach", "modules live", "finit_module calls", "failed calls", "coldplug s, median (min–max)",
+		"vs udevd", "last load returned s", "done s", "agent peak RSS", "user CPU s", "hotplug ms"}
+	p("| %s |\n|---%s|\n", strings.Join(columns, " | "), strings.Repeat("|--:", len(columns)-1))
 	ref := anchor(results)
 	coldplug := func(s *sample) float64 { return s.coldplug }
 	for _, r := range results {
@@ -84,7 +95,7 @@ func markdown(e env, results []*result) string {
 			if why == "" {
 				why = "every round failed (see notes)"
 			}
-			p("| %s | skipped: %s |||||||||\n", a.name, why)
+			p("| %s | skipped: %s |%s\n", a.name, why, strings.Repeat("|", len(columns)-2))
 			continue
 		}
 		cp := r.stat(coldplug)
@@ -108,25 +119,28 @@ func markdown(e env, results []*result) string {
 		if len(r.errs) > 0 {
 			name += fmt.Sprintf(" (%d of %d rounds)", len(r.samples), len(r.samples)+len(r.errs))
 		}
-		p("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", name,
+		p("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", name,
 			r.stat(func(s *sample) float64 { return float64(len(s.modules)) }).format(0),
 			r.stat(func(s *sample) float64 { return float64(s.finit) }).format(0),
 			failedCalls(r),
-			cp.format(2), ratio, done, rss,
+			cp.format(2), ratio,
+			r.stat(func(s *sample) float64 { return s.returned }).format(2),
+			done, rss,
 			r.stat(func(s *sample) float64 { return s.userCPU }).format(2),
 			hotplug)
 	}
 	p("\n![coldplug seconds per approach](bench.svg)\n\n")
 
 	p("How each figure is taken, in the guest:\n\n")
-	p("- *coldplug s*: from a trace marker written just before the agent starts to the last `finit_module` that returned 0, i.e. the last module going live (tracefs, clock `mono`).\n")
+	p("- *coldplug s*: from a trace marker written just before the agent starts to the last module going live (tracefs, clock `mono`; live is a kprobe on the `async_synchronize_full()` that 6.1's `do_init_module()` calls right after marking the module live).\n")
+	p("- *last load returned s*: to the last `finit_module` that returned 0. That call first waits for all async work in the system (e.g. another controller's SCSI scan), so it can return seconds after the module went live; a loader that waits for the return is held up by other drivers' probing.\n")
 	p("- *done s*: from the same marker until the approach said it was done (`udevadm settle`, `modautoload settle`, the loop's last round). mdev has no such notion: the harness waits for its socket queue to be empty and `/proc/modules` to stay unchanged for 2 s.\n")
 	p("- *finit_module calls* and *failed calls*: `sys_enter_finit_module` / `sys_exit_finit_module` events during coldplug, by every process (agent, workers, modprobe children, the kernel's request_module helper). Failures by errno are medians over the rounds: EEXIST and EBUSY are duplicate loads (another caller loaded the module, or its load was still in flight), ENODEV an init that found no hardware.\n")
 	p("- *agent peak RSS*: `VmHWM` of the lasting agent process just before it is stopped: the udevd manager (its workers are forked and killed again; see notes), the mdev daemon (not the shell and modprobe it forks per event), the modautoload daemon.\n")
 	p("- *user CPU s*: user+nice time of all guest CPUs during coldplug (`/proc/stat`), i.e. what userspace spent; the kernel's own load work is system time and is not counted.\n")
 	p("- *hotplug ms*: after coldplug, QMP `device_add` of a `virtio-keyboard-pci`; from its PCI function appearing in sysfs to `/sys/module/virtio_input/initstate` reading `live` (5 ms polling).\n")
-	p("- The kernel's request_module helper is kmod's modprobe in every guest; loaders are kmod %s except modautoload's own; busybox is %s.\n\n",
-		strings.TrimPrefix(e.kmod, "kmod version "), e.busybox)
+	p("- The kernel's request_module helper is kmod's modprobe in every guest; loaders are kmod %s except modautoload's own; udev is Debian's %s; busybox is %s.\n\n",
+		strings.TrimPrefix(e.kmod, "kmod version "), e.udev, e.busybox)
 
 	p("## Module sets\n\n")
 	p("%s", moduleSets(results, ref))
@@ -266,28 +280,32 @@ func notes(r *result) []string {
 		return out
 	}
 	requests := map[string]int{}
-	drops, rounds, maxWorker, workers := 0, 0, 0, 0
+	drops, rounds, children, childKiB := 0, 0, 0, 0
+	var loads []string
+	var waited time.Duration
 	for _, s := range r.samples {
 		for _, q := range s.requests {
 			requests[q]++
 		}
 		drops += s.drops
 		rounds = max(rounds, s.rounds)
-		workers = max(workers, len(s.childKiB))
+		children = max(children, len(s.childKiB))
 		for _, k := range s.childKiB {
-			maxWorker = max(maxWorker, k)
+			childKiB = max(childKiB, k)
 		}
-	}
-	n := len(r.samples)
-	var loads []string
-	var waited time.Duration
-	for _, s := range r.samples {
 		loads = append(loads, fmt.Sprintf("%.1f", s.hostLoad))
 		waited += s.waited
 	}
+	n := len(r.samples)
 	out = append(out, "host load average (1 min) after each round (the guest itself accounts for about 2): "+strings.Join(loads, " "))
 	if waited >= time.Second {
 		out = append(out, fmt.Sprintf("waited %v in all for other qemu guests on the host to finish before its rounds", waited.Round(time.Second)))
+	}
+	if slow := slowest(r.samples, 3, func(c call) float64 { return c.live - c.load }); slow != "" {
+		out = append(out, "longest inits, from module_load to live (each module's longest per round, median over rounds): "+slow)
+	}
+	if slow := slowest(r.samples, 3, func(c call) float64 { return c.exit - c.live }); slow != "" {
+		out = append(out, "longest waits in finit_module after the module was live (async_synchronize_full): "+slow)
 	}
 	if len(requests) > 0 {
 		var parts []string
@@ -302,18 +320,54 @@ func notes(r *result) []string {
 	if rounds > 0 {
 		out = append(out, fmt.Sprintf("up to %d rounds to the fixpoint (the last loads nothing)", rounds))
 	}
-	if workers > 0 {
+	if children > 0 {
 		out = append(out, fmt.Sprintf("up to %d child processes (udevd's workers) alive when coldplug was done, the largest with a peak RSS of %.1f MiB (not in the table)",
-			workers, float64(maxWorker)/1024))
+			children, float64(childKiB)/1024))
 	}
 	return out
+}
+
+// slowest names the n modules for which the span f of their successful
+// calls was longest.
+func slowest(samples []*sample, n int, f func(call) float64) string {
+	longest := map[string][]float64{}
+	for _, s := range samples {
+		per := map[string]float64{}
+		for _, c := range s.calls {
+			if c.ret == 0 {
+				per[c.module] = max(per[c.module], f(c))
+			}
+		}
+		for m, d := range per {
+			longest[m] = append(longest[m], d)
+		}
+	}
+	type mod struct {
+		name string
+		med  float64
+	}
+	var mods []mod
+	for name, ds := range longest {
+		mods = append(mods, mod{name, summarize(ds).med})
+	}
+	sort.Slice(mods, func(i, j int) bool {
+		if mods[i].med != mods[j].med {
+			return mods[i].med > mods[j].med
+		}
+		return mods[i].name < mods[j].name
+	})
+	var parts []string
+	for _, m := range mods[:min(n, len(mods))] {
+		parts = append(parts, fmt.Sprintf("%s %.2f s", m.name, m.med))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // chart draws coldplug seconds per approach as horizontal bars (median)
 // with min–max whiskers.
 func chart(results []*result) string {
 	const (
-		width, labelW, rowH, top, right = 760, 230, 36, 44, 70
+		width, labelW, rowH, top, right = 760, 200, 36, 44, 70
 		plotW                           = width - labelW - right
 	)
 	height := top + rowH*len(results) + 40

@@ -60,12 +60,14 @@ func try(f func(t *runT)) (err error) {
 // sample is what one round of one approach measured.
 type sample struct {
 	coldplug  float64        // s from the agent's start to the last module going live
+	returned  float64        // s from the agent's start to the last successful finit_module return
 	done      float64        // s from the agent's start until the approach was done
 	base      []string       // modules loaded before the agent started
 	modules   []string       // modules loaded once coldplug was done
 	finit     int            // finit_module calls during coldplug
 	failed    map[string]int // the failed ones, by errno
 	loads     int            // module_load events (a module whose init fails has one too)
+	calls     []call         // the finit_module calls that loaded a module, timed
 	requests  []string       // the kernel's own request_module calls
 	rssKiB    int            // agent's VmHWM; 0 when there is no lasting agent
 	childKiB  []int          // the agent's children (udevd's workers) alive when coldplug was done
@@ -108,7 +110,9 @@ func runRound(ctx context.Context, a approach, logDir string, round int) (*sampl
 	log := filepath.Join(logDir, fmt.Sprintf("%s-%d.log", a.id, round))
 	if err != nil {
 		// The rig's message holds the console's tail; keep it whole.
-		os.WriteFile(log, []byte(err.Error()+"\n"), 0o644)
+		if werr := os.WriteFile(log, []byte(err.Error()+"\n"), 0o644); werr != nil {
+			return nil, fmt.Errorf("%v (and writing it down: %v)", err, werr)
+		}
 		first, _, _ := strings.Cut(err.Error(), "\n")
 		return nil, fmt.Errorf("%s (console in %s)", first, log)
 	}
@@ -138,11 +142,13 @@ func parseSample(res *e2e.Result, a approach) (*sample, error) {
 	}
 	s := &sample{
 		coldplug:  w.lastLive,
+		returned:  w.lastRet,
 		base:      strings.Fields(res.Value("BASE")),
 		modules:   strings.Fields(res.Value("MODULES")),
 		finit:     w.finit,
 		failed:    w.failed,
 		loads:     len(w.loads),
+		calls:     w.calls,
 		requests:  w.requests,
 		hotplugMS: -1,
 		guest:     res.Duration,

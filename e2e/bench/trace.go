@@ -13,14 +13,15 @@ import (
 // event is one line of the guest's trace buffer.
 type event struct {
 	ts   float64 // seconds, trace clock "mono"
-	kind string  // "finit", "finit_ret", "load", "request", "mark"
+	pid  int     // the task (thread) that caused it
+	kind string  // "finit", "finit_ret", "load", "live", "request", "mark"
 	arg  string  // module name, request, marker text
 	ret  int64   // finit_module's return value
 }
 
 // traceLine matches "  comm-PID  [CPU] FLAGS  TS: EVENT". comm may itself
 // contain dashes and spaces, hence the greedy start.
-var traceLine = regexp.MustCompile(`^.*-\d+\s+\[\d+\]\s+\S+\s+(\d+\.\d+):\s+(.*)$`)
+var traceLine = regexp.MustCompile(`^.*-(\d+)\s+\[\d+\]\s+\S+\s+(\d+\.\d+):\s+(.*)$`)
 
 // parseEvent reads one trace line; ok is false for events not counted.
 // A line without the event header continues the previous event: the
@@ -31,12 +32,13 @@ func parseEvent(line string) (ev event, ok bool, err error) {
 	if m == nil {
 		return event{}, false, nil
 	}
-	ts, err := strconv.ParseFloat(m[1], 64)
-	if err != nil {
+	if ev.pid, err = strconv.Atoi(m[1]); err != nil {
 		return event{}, false, err
 	}
-	ev.ts = ts
-	body := m[2]
+	if ev.ts, err = strconv.ParseFloat(m[2], 64); err != nil {
+		return event{}, false, err
+	}
+	body := m[3]
 	switch {
 	case strings.HasPrefix(body, "sys_finit_module("):
 		ev.kind = "finit"
@@ -49,6 +51,8 @@ func parseEvent(line string) (ev event, ok bool, err error) {
 		ev.kind, ev.ret = "finit_ret", int64(u)
 	case strings.HasPrefix(body, "module_load: "):
 		ev.kind, ev.arg = "load", firstField(strings.TrimPrefix(body, "module_load: "))
+	case strings.HasPrefix(body, liveProbe+": "):
+		ev.kind = "live"
 	case strings.HasPrefix(body, "module_request: "):
 		ev.kind, ev.arg = "request", firstField(strings.TrimPrefix(body, "module_request: "))
 	case strings.HasPrefix(body, "tracing_mark_write: "):
@@ -72,8 +76,31 @@ type window struct {
 	failed   map[string]int // failed calls by errno name
 	loads    []string       // module_load events, in order
 	requests []string       // the kernel's request_module calls
-	lastLive float64        // seconds from the opening marker to the last successful finit_module return; 0 if none
+	lastLive float64        // seconds from the opening marker to the last module going live; 0 if none
+	lastRet  float64        // seconds from the opening marker to the last successful finit_module return
+	calls    []call         // finit_module calls that loaded a module
 }
+
+// call is one finit_module call that got as far as loading a module (a
+// duplicate refused with EEXIST names none: the trace only shows its fd).
+// Times are the trace's.
+type call struct {
+	module string
+	load   float64 // module_load: the module is in memory, its init about to run
+	live   float64 // its init succeeded; 0 if it failed
+	exit   float64 // finit_module returned
+	ret    int64
+}
+
+// liveProbe is the kprobe event that tells when a module went live. The
+// kernel (6.1, kernel/module/main.c do_init_module) marks a module live,
+// sends its add@/module uevent, then calls async_synchronize_full()
+// before finit_module returns: that call waits for all async work in the
+// system, such as another controller's SCSI scan, so a load can return
+// seconds after the module went live. A probe on that call is the live
+// moment; the module's own init may call it too, so the last hit of the
+// loading task counts.
+const liveProbe = "modlive"
 
 // timeline is a parsed trace with its markers.
 type timeline struct {
@@ -108,21 +135,46 @@ func (tl *timeline) between(from, to string) (window, error) {
 		return window{}, fmt.Errorf("trace lacks the %q or %q marker", from, to)
 	}
 	w := window{failed: map[string]int{}}
+	open := map[int]*call{} // calls in flight, by task: a syscall blocks its thread
 	for _, ev := range tl.events {
 		if ev.ts < t0 || ev.ts > t1 {
 			continue
 		}
+		c := open[ev.pid]
 		switch ev.kind {
 		case "finit":
 			w.finit++
-		case "finit_ret":
-			if ev.ret == 0 {
-				w.lastLive = ev.ts - t0
-			} else {
-				w.failed[errnoName(-ev.ret)]++
-			}
+			open[ev.pid] = &call{}
 		case "load":
 			w.loads = append(w.loads, ev.arg)
+			if c != nil {
+				c.module, c.load = ev.arg, ev.ts
+			}
+		case "live":
+			if c != nil && c.module != "" {
+				c.live = ev.ts
+			}
+		case "finit_ret":
+			delete(open, ev.pid)
+			if ev.ret != 0 {
+				w.failed[errnoName(-ev.ret)]++
+				if c != nil && c.module != "" {
+					c.live = 0 // an async wait inside the failed init
+				}
+			} else {
+				w.lastRet = ev.ts - t0
+			}
+			if c == nil || c.module == "" {
+				continue
+			}
+			if ev.ret == 0 && c.live == 0 {
+				return window{}, fmt.Errorf("%s loaded at %.6f without a %s event: is the kprobe set?", c.module, ev.ts, liveProbe)
+			}
+			c.exit, c.ret = ev.ts, ev.ret
+			if c.live != 0 {
+				w.lastLive = max(w.lastLive, c.live-t0)
+			}
+			w.calls = append(w.calls, *c)
 		case "request":
 			w.requests = append(w.requests, ev.arg)
 		}

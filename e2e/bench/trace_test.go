@@ -12,6 +12,7 @@ const traceSample = `             sh-93      [000] .....     5.557383: tracing_m
   (udev-worker)-111     [000] ...1.     6.275347: sys_finit_module(fd: 5, uargs: 7fc190cc8efd, flags: 0)
   (udev-worker)-114     [000] ...1.     6.279183: sys_finit_module(fd: 5, uargs: 7fc190cc8efd, flags: 0)
   (udev-worker)-111     [001] .....     6.346034: module_load: button 
+  (udev-worker)-111     [001] .....     6.360000: modlive: (async_synchronize_full+0x0/0x20)
   (udev-worker)-111     [001] .N.1.     6.363420: sys_finit_module -> 0x0
   (udev-worker)-114     [001] .N.1.     6.365060: sys_finit_module -> 0xffffffffffffffef
     kworker/1:3-133     [001] .....     8.769946: module_request: hdaudio:v1AF40022r00100101a01
@@ -43,12 +44,36 @@ func TestTraceWindow(t *testing.T) {
 	if strings.Join(w.requests, " ") != "hdaudio:v1AF40022r00100101a01" {
 		t.Errorf("requests = %v", w.requests)
 	}
-	// The last successful return inside the window, not the one after it.
-	if want := 6.363420 - 5.557383; math.Abs(w.lastLive-want) > 1e-9 {
+	// Live at the probe, returned later; the load after the window does
+	// not count.
+	if want := 6.360000 - 5.557383; math.Abs(w.lastLive-want) > 1e-9 {
 		t.Errorf("lastLive = %v, want %v", w.lastLive, want)
+	}
+	if want := 6.363420 - 5.557383; math.Abs(w.lastRet-want) > 1e-9 {
+		t.Errorf("lastRet = %v, want %v", w.lastRet, want)
+	}
+	// Only the call that loaded a module is kept; the EEXIST and the
+	// ENODEV without a module_load name none.
+	if want := (call{module: "button", load: 6.346034, live: 6.360000, exit: 6.363420}); len(w.calls) != 1 || w.calls[0] != want {
+		t.Errorf("calls = %+v, want [%+v]", w.calls, want)
 	}
 	if _, err := tl.between("start", "hp-live"); err == nil {
 		t.Error("a window to a missing marker gave no error")
+	}
+	// Without the kprobe a successful load has no live time: an error, not
+	// a silently wrong figure.
+	var noProbe []string
+	for _, l := range strings.Split(traceSample, "\n") {
+		if !strings.Contains(l, liveProbe) {
+			noProbe = append(noProbe, l)
+		}
+	}
+	tl, err = parseTrace(noProbe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tl.between("start", "settled"); err == nil {
+		t.Error("a load without a live event gave no error")
 	}
 }
 
