@@ -273,7 +273,7 @@ func (d *Daemon) scan(why string) {
 	if err != nil {
 		ev = d.cfg.Log.Error().Err(err)
 	}
-	ev.Str("scan", why).Int("devices", n).Int("skipped", w.Skipped).Dur("took", time.Since(start)).Msg("sysfs scanned")
+	ev.Str("scan", why).Int("devices", n).Int("skipped", w.Skipped).Dur("took_ms", time.Since(start)).Msg("sysfs scanned")
 	d.mu.Lock()
 	// Whatever the kernel announced before the scan is covered by it.
 	d.lastSeq = max(d.lastSeq, seq)

@@ -89,6 +89,7 @@ func TestDaemonColdplugParity(t *testing.T) {
 		Script: startDaemon("--coldplug") + settleAndReport + `
 sleep 3
 echo "E2E:LATER $(cut -d' ' -f1 /proc/modules | sort | tr '\n' ' ')"
+echo "E2E:RSS_LATER $(grep -E '^(VmRSS|VmHWM)' /proc/$DAEMON/status | tr -s ' \t' ' ' | tr '\n' ' ')"
 ` + daemonLog,
 	})
 	if res.Value("SETTLE_RC") != "0" {
@@ -110,14 +111,15 @@ echo "E2E:LATER $(cut -d' ' -f1 /proc/modules | sort | tr '\n' ' ')"
 		t.Errorf("modules loaded after settle returned: %v", minus(later, ours))
 	}
 	st := daemonStatus(t, res)
-	t.Logf("daemon: %d modules (kmod %d), extra %v; loads %+v; memory %s", len(ours), len(kmods), minus(ours, kmods), st.Loads, res.Value("RSS"))
-	// The goal for an initramfs: under 10 MiB resident after coldplug.
-	if f := strings.Fields(res.Value("RSS")); len(f) >= 6 {
+	t.Logf("daemon: %d modules (kmod %d), extra %v; loads %+v; memory %s", len(ours), len(kmods), minus(ours, kmods), st.Loads, res.Value("RSS_LATER"))
+	// The goal for an initramfs: under 10 MiB resident after coldplug
+	// (measured once the daemon had a moment to give memory back).
+	if f := strings.Fields(res.Value("RSS_LATER")); len(f) >= 6 {
 		if rss, _ := strconv.Atoi(f[4]); rss > 10*1024 {
 			t.Errorf("daemon RSS after coldplug %d kB, goal under 10 MiB", rss)
 		}
 	} else {
-		t.Errorf("no memory figures: %q", res.Value("RSS"))
+		t.Errorf("no memory figures: %q", res.Value("RSS_LATER"))
 	}
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 
 	"github.com/modautoload/modautoload/daemon"
 	"github.com/modautoload/modautoload/loader"
@@ -107,7 +109,14 @@ func runDaemon(ctx context.Context, env *cliEnv, args []string) int {
 
 	ld := loader.NewLoader(loader.SystemKernel{}, "/sys")
 	ld.Failed = func(module string, err error) {
-		log.Error().Str("module", module).Err(err).Msg("load failed")
+		// ENODEV and ENXIO are the init saying "no such hardware here":
+		// expected on every boot for some aliases (CPU features, ACPI
+		// cpufreq). Log them without alarming the console.
+		ev := log.Error()
+		if errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ENXIO) {
+			ev = log.Info()
+		}
+		ev.Str("module", module).Err(err).Msg("load failed")
 	}
 	ln, err := daemon.Listen(control)
 	if err != nil {
