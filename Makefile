@@ -5,14 +5,27 @@ LDFLAGS   := -s -w -X main.version=$(VERSION)
 UNIT_PKGS := $(shell $(GO) list ./... | grep -v /e2e)
 FUZZTIME  ?= 10s
 
-.PHONY: build test unit fuzz e2e index-real bench bench-resolve demo vet clean
+.PHONY: build deps test unit fuzz e2e index-real bench bench-resolve demo vet clean
+
+# Debian packages the tests, the demo and the benchmark need.
+DEB_PKGS := qemu-system-x86 busybox-static cpio kmod gcc libc6-dev libkmod-dev e2fsprogs systemd make
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/modautoload ./cmd/modautoload
 
+# Installs what is missing (as root, with apt), so that demo and test work
+# on a fresh Debian machine.
+deps:
+	@missing=$$(for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" != 0 ]; then echo "missing packages (install as root): $$missing"; exit 1; fi; \
+		echo "installing:" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
 # Everything: static checks, unit tests under the race detector, a bounded
 # fuzz run, and the real-kernel tests in qemu.
-test: vet unit fuzz e2e index-real
+test: deps vet unit fuzz e2e index-real
 
 vet:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
@@ -45,7 +58,7 @@ index-real:
 # Coldplug of the VM-TESTING device set: modautoload beside systemd-udevd,
 # kmod's modprobe fixpoint loop and busybox mdev, in one run; writes
 # bench/bench.md and bench/bench.svg.
-bench:
+bench: deps bench-resolve
 	$(GO) run ./e2e/bench -out bench
 
 # The resolver beside libkmod on the Debian kernel's ~128,000 test inputs,
@@ -53,7 +66,7 @@ bench:
 bench-resolve:
 	$(GO) test ./e2e -run '^$$' -bench 'Resolver|Libkmod|FirstAnswer' -benchtime 3x
 
-demo:
+demo: deps
 	$(GO) run ./e2e/demo
 
 clean:

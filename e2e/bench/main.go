@@ -133,7 +133,7 @@ func bench(ctx context.Context, rounds int, out, only string) error {
 // buildModautoload builds the binary and checks that it has the daemon
 // and settle commands; skip says why the approach cannot run otherwise.
 func buildModautoload() (bin, skip string) {
-	err := try(func(t *runT) { bin = e2e.BuildBinary(t, "./cmd/modautoload") })
+	err := e2e.Run(func(t e2e.T) { bin = e2e.BuildBinary(t, "./cmd/modautoload") })
 	if err != nil {
 		first, _, _ := strings.Cut(err.Error(), "\n")
 		return "", "the build failed: " + first

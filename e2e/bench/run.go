@@ -14,49 +14,6 @@ import (
 	"github.com/modautoload/modautoload/e2e"
 )
 
-// runT adapts the rig's test interface to this program: Fatal ends the
-// current step (see try), cleanups run when it ends.
-type runT struct{ cleanups []func() }
-
-type fatal string
-
-func (*runT) Helper()                           {}
-func (*runT) Fatal(args ...any)                 { panic(fatal(fmt.Sprint(args...))) }
-func (*runT) Fatalf(format string, args ...any) { panic(fatal(fmt.Sprintf(format, args...))) }
-func (*runT) Logf(format string, args ...any)   { fmt.Fprintf(os.Stderr, "  "+format+"\n", args...) }
-func (t *runT) Cleanup(f func())                { t.cleanups = append(t.cleanups, f) }
-func (t *runT) TempDir() string {
-	dir, err := os.MkdirTemp("", "modautoload-bench-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
-}
-
-// try runs f with a fresh runT and returns its Fatal as an error. The
-// cleanups run before try returns: a guest's ~400 MB initramfs is deleted
-// and qemu is gone before the next guest starts.
-func try(f func(t *runT)) (err error) {
-	t := &runT{}
-	defer func() {
-		for i := len(t.cleanups) - 1; i >= 0; i-- {
-			t.cleanups[i]()
-		}
-	}()
-	defer func() {
-		if r := recover(); r != nil {
-			msg, ok := r.(fatal)
-			if !ok {
-				panic(r)
-			}
-			err = errors.New(string(msg))
-		}
-	}()
-	f(t)
-	return nil
-}
-
 // sample is what one round of one approach measured.
 type sample struct {
 	coldplug  float64        // s from the agent's start to the last module going live
@@ -87,7 +44,7 @@ const userHZ = 100
 // if a keeps listening, and writes the guest's console to logDir.
 func runRound(ctx context.Context, a approach, logDir string, round int) (*sample, error) {
 	var res *e2e.Result
-	err := try(func(t *runT) {
+	err := e2e.Run(func(t e2e.T) {
 		vm := e2e.Start(ctx, t, e2e.Scenario{
 			Script:   script(a),
 			Files:    a.files,

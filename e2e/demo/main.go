@@ -44,32 +44,6 @@ modautoload status | while IFS= read -r l; do echo "E2E:STATUS $l"; done
 grep '"uevent dropped"' /tmp/daemon.log | while read -r l; do echo "E2E:REFUSED $l"; done
 `
 
-// demoT adapts the rig's test interface to a program: Fatal stops the demo.
-type demoT struct{ cleanups []func() }
-
-type fatal string
-
-func (*demoT) Helper()                           {}
-func (*demoT) Fatal(args ...any)                 { panic(fatal(fmt.Sprint(args...))) }
-func (*demoT) Fatalf(format string, args ...any) { panic(fatal(fmt.Sprintf(format, args...))) }
-func (*demoT) Logf(format string, args ...any)   { fmt.Fprintf(os.Stderr, "  "+format+"\n", args...) }
-func (d *demoT) Cleanup(f func())                { d.cleanups = append(d.cleanups, f) }
-func (d *demoT) TempDir() string {
-	dir, err := os.MkdirTemp("", "modautoload-demo-")
-	if err != nil {
-		d.Fatal(err)
-	}
-	d.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
-}
-
-func (d *demoT) done() {
-	for i := len(d.cleanups) - 1; i >= 0; i-- {
-		d.cleanups[i]()
-	}
-	e2e.RemoveBinaries()
-}
-
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	// -module-dir prints the cached kernel's module directory, fetching it
@@ -83,27 +57,16 @@ func main() {
 		fmt.Println(k.ModulesDir())
 		return
 	}
-	t := &demoT{}
-	code := 0
-	func() {
-		defer func() {
-			if r := recover(); r != nil {
-				msg, ok := r.(fatal)
-				if !ok {
-					panic(r)
-				}
-				fmt.Fprintf(os.Stderr, "demo failed: %s\n", msg)
-				code = 1
-			}
-		}()
-		demo(ctx, t)
-	}()
-	t.done()
+	err := e2e.Run(func(t e2e.T) { demo(ctx, t) })
+	e2e.RemoveBinaries()
 	stop()
-	os.Exit(code)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "demo failed: %v\n", err)
+		os.Exit(1)
+	}
 }
 
-func demo(ctx context.Context, t *demoT) {
+func demo(ctx context.Context, t e2e.T) {
 	fmt.Println("modautoload demo: preparing the Debian kernel and initramfs (cached after the first run)")
 	if err := e2e.Prepare(); err != nil {
 		t.Fatalf("%v", err)
@@ -136,7 +99,7 @@ func demo(ctx context.Context, t *demoT) {
 	report(t, vm.Wait())
 }
 
-func report(t *demoT, res *e2e.Result) {
+func report(t e2e.T, res *e2e.Result) {
 	t0 := field(res.Value("T0"), 0)
 	settledAt := field(res.Value("SETTLED"), 1)
 	fmt.Printf("\n== report ==\n")
