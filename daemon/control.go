@@ -90,10 +90,36 @@ func (d *Daemon) Status() Status {
 	return st
 }
 
+// settleQuiet is how long the daemon must stay idle, with no new uevent
+// from the kernel, before settle returns. Loads cause more devices (USB
+// enumeration runs in a kernel thread after xhci_pci's probe returns), and
+// their events come a little after the load is done.
+const settleQuiet = 200 * time.Millisecond
+
 // Settle waits until every uevent the kernel had issued when it was
-// called has been handled and no load is in flight.
+// called has been handled and no load is in flight, and then until the
+// daemon has stayed so, with no newer uevent, for settleQuiet: a cascade
+// that a load set off is waited for too.
 func (d *Daemon) Settle(ctx context.Context) error {
-	target := ReadSeqnum(d.cfg.Sysfs)
+	for {
+		target := ReadSeqnum(d.cfg.Sysfs)
+		if err := d.idleAt(ctx, target); err != nil {
+			return err
+		}
+		select {
+		case <-time.After(settleQuiet):
+		case <-ctx.Done():
+			return fmt.Errorf("not settled: %w", ctx.Err())
+		}
+		if ReadSeqnum(d.cfg.Sysfs) == target && d.idle() {
+			return nil
+		}
+	}
+}
+
+// idleAt waits until the events up to seqnum target are handled and
+// nothing is queued or loading.
+func (d *Daemon) idleAt(ctx context.Context, target uint64) error {
 	// Loads can finish without touching d.mu: look again now and then.
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()

@@ -185,7 +185,7 @@ func (d *Daemon) idleTimer(ctx context.Context) <-chan struct{} {
 func (d *Daemon) idle() bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.idleLocked()
+	return d.idleLocked() && d.requests == 0
 }
 
 func (d *Daemon) idleLocked() bool {

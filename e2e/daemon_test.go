@@ -64,6 +64,8 @@ func daemonFiles(t *testing.T) []File {
 // modalias in sysfs, repeated until a round loads nothing new (loaded
 // drivers create devices with new modaliases).
 const kmodFixpoint = `
+# The kernel's own requests (the HDA codec driver) go to kmod too.
+echo ` + KmodRefDir + `/modprobe >/proc/sys/kernel/modprobe
 prev=-1
 while :; do
 	find /sys/devices -name modalias -exec cat {} + | sort -u | xargs ` + KmodRefDir + `/modprobe -a -b 2>/dev/null
@@ -86,7 +88,7 @@ func TestDaemonColdplugParity(t *testing.T) {
 	})
 	res := Boot(t.Context(), t, Scenario{
 		Files: append(daemonFiles(t), blacklist), Devices: DeviceSet, QEMUArgs: DeviceSetQEMUArgs, Timeout: 4 * time.Minute,
-		Script: startDaemon("--coldplug") + settleAndReport + `
+		Script: helperSetup + startDaemon("--coldplug") + settleAndReport + `
 sleep 3
 echo "E2E:LATER $(cut -d' ' -f1 /proc/modules | sort | tr '\n' ' ')"
 echo "E2E:RSS_LATER $(grep -E '^(VmRSS|VmHWM)' /proc/$DAEMON/status | tr -s ' \t' ' ' | tr '\n' ' ')"
@@ -183,11 +185,11 @@ func TestDaemonNothingLost(t *testing.T) {
 	Require(t)
 	normal := Boot(t.Context(), t, Scenario{
 		Files: daemonFiles(t), Devices: DeviceSet, QEMUArgs: DeviceSetQEMUArgs, Timeout: 4 * time.Minute,
-		Script: startDaemon("--coldplug") + settleAndReport,
+		Script: helperSetup + startDaemon("--coldplug") + settleAndReport,
 	})
 	storm := Boot(t.Context(), t, Scenario{
 		Files: daemonFiles(t), Devices: DeviceSet, QEMUArgs: DeviceSetQEMUArgs, Timeout: 4 * time.Minute,
-		Script: startDaemon("--coldplug --rcvbuf 4096") + `
+		Script: helperSetup + startDaemon("--coldplug --rcvbuf 4096") + `
 for round in 1 2 3; do
 	find /sys/devices -name uevent | while read -r f; do echo add >"$f" 2>/dev/null; done
 done
@@ -195,7 +197,7 @@ done
 	})
 	restart := Boot(t.Context(), t, Scenario{
 		Files: daemonFiles(t), Devices: DeviceSet, QEMUArgs: DeviceSetQEMUArgs, Timeout: 4 * time.Minute,
-		Script: startDaemon("--coldplug") + `
+		Script: helperSetup + startDaemon("--coldplug") + `
 sleep 1.5
 echo "E2E:KILLED_WITH $(wc -l </proc/modules)"
 kill -9 $DAEMON; wait $DAEMON

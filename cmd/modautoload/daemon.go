@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -36,6 +37,9 @@ SIGHUP reloads rules, modprobe.d and the module indexes; SIGTERM stops.`
 // shutdownBound is how long SIGTERM waits for loads already handed to the
 // kernel.
 const shutdownBound = 10 * time.Second
+
+// memoryLimit is the daemon's soft limit for the Go runtime's memory.
+const memoryLimit = 6 << 20
 
 func runDaemon(ctx context.Context, env *cliEnv, args []string) int {
 	var (
@@ -87,6 +91,13 @@ func runDaemon(ctx context.Context, env *cliEnv, args []string) int {
 	if interval, err = time.ParseDuration(liveInterval); err != nil || interval <= 0 {
 		log.Error().Str("index-check", liveInterval).Msg("not a positive duration")
 		return 2
+	}
+
+	// A long-running daemon in an initramfs or a small device: keep the
+	// Go heap near what it uses (a few MiB) unless GOMEMLIMIT says
+	// otherwise. The collector then runs more often, on a small heap.
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(memoryLimit)
 	}
 
 	// Listen before anything else: events from now on are ours; those
