@@ -39,7 +39,7 @@ SIGHUP reloads rules, modprobe.d and the module indexes; SIGTERM stops.`
 const shutdownBound = 10 * time.Second
 
 // memoryLimit is the daemon's soft limit for the Go runtime's memory.
-const memoryLimit = 6 << 20
+const memoryLimit = 4 << 20
 
 func runDaemon(ctx context.Context, env *cliEnv, args []string) int {
 	var (
