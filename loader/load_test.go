@@ -78,7 +78,7 @@ func TestEnsureWokenByModuleEvent(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-	case <-time.After(20 * time.Millisecond):
+	case <-time.After(40 * time.Millisecond): // under the 50 ms poll cap
 		t.Fatal("the add@/module uevent did not wake the waiter")
 	}
 }
