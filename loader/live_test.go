@@ -84,14 +84,7 @@ func TestLiveKeepsLastGoodState(t *testing.T) {
 	writeDir(t, dir, "kernel/a.ko:\n", "alias dev:A a\n")
 	var reloadErrs []error
 	live := &Live{
-		Open: func() (*Resolver, error) {
-			db, err := OpenDB(dir)
-			if err != nil {
-				return nil, err
-			}
-			cfg, _ := rules.Load(rules.LoadOptions{Paths: []string{dir + "/none"}, Match: index.Match})
-			return &Resolver{DB: db, Config: cfg}, nil
-		},
+		Open:     openDir(dir),
 		Watch:    []string{dir},
 		Reloaded: func(err error) { reloadErrs = append(reloadErrs, err) },
 	}
@@ -123,14 +116,7 @@ func TestLiveConcurrentUseAndReload(t *testing.T) {
 	dir := t.TempDir()
 	writeDir(t, dir, "kernel/a.ko:\n", "alias dev:A a\n")
 	live := &Live{
-		Open: func() (*Resolver, error) {
-			db, err := OpenDB(dir)
-			if err != nil {
-				return nil, err
-			}
-			cfg, _ := rules.Load(rules.LoadOptions{Paths: []string{dir + "/none"}, Match: index.Match})
-			return &Resolver{DB: db, Config: cfg}, nil
-		},
+		Open:  openDir(dir),
 		Watch: []string{dir},
 	}
 	defer live.Close()
@@ -156,4 +142,16 @@ func TestLiveConcurrentUseAndReload(t *testing.T) {
 		}
 	}
 	wg.Wait()
+}
+
+// openDir opens dir's indexes with an empty configuration.
+func openDir(dir string) func() (*Resolver, error) {
+	return func() (*Resolver, error) {
+		db, err := OpenDB(dir)
+		if err != nil {
+			return nil, err
+		}
+		cfg, err := rules.Load(rules.LoadOptions{Paths: []string{dir + "/none"}, Match: index.Match})
+		return &Resolver{DB: db, Config: cfg}, err
+	}
 }
