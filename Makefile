@@ -37,8 +37,8 @@ unit:
 	$(GO) test -race -count=1 -skip '^TestReal' $(UNIT_PKGS)
 
 # go test fuzzes one target per run; each gets FUZZTIME.
-FUZZ_TARGETS := uevent:FuzzParse rules:FuzzParse rules:FuzzCmdline rules:FuzzEventRules \
-	loader/index:FuzzTrie loader/index:FuzzText loader/index:FuzzMatch
+FUZZ_TARGETS := uevent:FuzzParse loader/modprobed:FuzzParse loader/modprobed:FuzzCmdline rules:FuzzEventRules \
+	loader/index:FuzzTrie loader/index:FuzzText internal/fnmatch:FuzzMatch
 
 # Each run starts from the committed seeds, and FUZZTIME counts inputs, not
 # seconds: with a duration, Go 1.26's coordinator can report its own

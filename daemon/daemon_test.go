@@ -14,8 +14,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/modautoload/modautoload/loader"
-	"github.com/modautoload/modautoload/loader/index"
 	"github.com/modautoload/modautoload/loader/loadertest"
+	"github.com/modautoload/modautoload/loader/modprobed"
 	"github.com/modautoload/modautoload/rules"
 	"github.com/modautoload/modautoload/uevent"
 	"github.com/modautoload/modautoload/uevent/ueventtest"
@@ -51,7 +51,7 @@ func newRig(t *testing.T, rulesText string, mutate func(*Config, *loadertest.Ker
 			if err != nil {
 				return nil, err
 			}
-			cfg, err := rules.Load(rules.LoadOptions{Paths: []string{t.TempDir()}, Match: index.Match})
+			cfg, err := modprobed.Load(modprobed.LoadOptions{Paths: []string{t.TempDir()}})
 			return &loader.Resolver{DB: db, Config: cfg}, err
 		},
 		Interval: time.Hour,
@@ -62,7 +62,7 @@ func newRig(t *testing.T, rulesText string, mutate func(*Config, *loadertest.Ker
 		f := filepath.Join(t.TempDir(), "test.rules")
 		os.WriteFile(f, []byte(rulesText), 0o644)
 		var err error
-		if rs, err = rules.LoadEventRules(rules.EventRulesOptions{Paths: []string{f}, Match: index.Match}); err != nil {
+		if rs, err = rules.LoadEventRules(rules.EventRulesOptions{Paths: []string{f}}); err != nil {
 			t.Fatal(err)
 		}
 		if len(rs.Problems) > 0 {

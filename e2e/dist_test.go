@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/modautoload/modautoload/loader/index"
 	"github.com/modautoload/modautoload/rules"
 	"github.com/modautoload/modautoload/uevent"
 )
@@ -584,7 +583,7 @@ func TestDistRules(t *testing.T) {
 		}
 	}
 
-	rs, err := rules.LoadEventRules(rules.EventRulesOptions{Paths: []string{distPath(t, "rules.d/80-drivers.rules")}, Match: index.Match})
+	rs, err := rules.LoadEventRules(rules.EventRulesOptions{Paths: []string{distPath(t, "rules.d/80-drivers.rules")}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,7 +15,7 @@ import (
 
 	"github.com/modautoload/modautoload/loader"
 	"github.com/modautoload/modautoload/loader/index"
-	"github.com/modautoload/modautoload/rules"
+	"github.com/modautoload/modautoload/loader/modprobed"
 )
 
 // These tests compare the resolver with libkmod on the real Debian module
@@ -97,7 +97,7 @@ func openResolver(t testing.TB, dir string, config []string) *loader.Resolver {
 	}
 	// libkmod always reads the running kernel's command line; so must we.
 	cmdline, _ := os.ReadFile("/proc/cmdline")
-	cfg, err := rules.Load(rules.LoadOptions{Paths: config, ModuleDir: dir, Cmdline: string(cmdline), Match: index.Match})
+	cfg, err := modprobed.Load(modprobed.LoadOptions{Paths: config, ModuleDir: dir, Cmdline: string(cmdline)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,6 @@
 // Package loader turns module names and aliases into modules and loads
 // them: the module database (depmod's indexes of one module directory),
-// resolution as libkmod does it, and (next) loading with per-module
+// resolution as libkmod does it, and loading with per-module
 // serialization.
 package loader
 

@@ -8,8 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/modautoload/modautoload/loader/index"
-	"github.com/modautoload/modautoload/rules"
+	"github.com/modautoload/modautoload/loader/modprobed"
 )
 
 // writeDir replaces dir's modules.dep and modules.alias the way depmod
@@ -38,7 +37,7 @@ func TestLiveReopensAfterDepmod(t *testing.T) {
 			if err != nil {
 				return nil, err
 			}
-			cfg, err := rules.Load(rules.LoadOptions{Paths: []string{t.TempDir()}, Match: index.Match})
+			cfg, err := modprobed.Load(modprobed.LoadOptions{Paths: []string{t.TempDir()}})
 			if err != nil {
 				return nil, err
 			}
@@ -151,7 +150,7 @@ func openDir(dir string) func() (*Resolver, error) {
 		if err != nil {
 			return nil, err
 		}
-		cfg, err := rules.Load(rules.LoadOptions{Paths: []string{dir + "/none"}, Match: index.Match})
+		cfg, err := modprobed.Load(modprobed.LoadOptions{Paths: []string{dir + "/none"}})
 		return &Resolver{DB: db, Config: cfg}, err
 	}
 }

@@ -6,8 +6,9 @@ import (
 	"io"
 	"strings"
 
+	"github.com/modautoload/modautoload/internal/fnmatch"
 	"github.com/modautoload/modautoload/loader/index"
-	"github.com/modautoload/modautoload/rules"
+	"github.com/modautoload/modautoload/loader/modprobed"
 )
 
 // ErrBadName is returned for a name or alias that cannot be looked up:
@@ -63,7 +64,7 @@ type Step struct {
 // one Resolver serves concurrent lookups.
 type Resolver struct {
 	DB     *DB
-	Config *rules.Config
+	Config *modprobed.Config
 }
 
 // Lookup finds the modules for name (a module name, an alias such as a
@@ -337,28 +338,17 @@ func (r *Resolver) Dependencies(m *Module) ([]*Module, error) {
 	return out, nil
 }
 
-// normalizeAlias is libkmod's alias_normalize: '-' becomes '_' except
-// inside brackets, which must balance.
+// normalizeAlias is libkmod's alias_normalize, with its bounds on the
+// name: shorter than PATH_MAX and no NUL byte.
 func normalizeAlias(s string) (string, error) {
 	if len(s) >= maxNameLen || strings.IndexByte(s, 0) >= 0 {
 		return "", fmt.Errorf("%w: %.64q", ErrBadName, s)
 	}
-	b := []byte(s)
-	for i := 0; i < len(b); i++ {
-		switch b[i] {
-		case '-':
-			b[i] = '_'
-		case ']':
-			return "", fmt.Errorf("%w: unbalanced ']' in %.64q", ErrBadName, s)
-		case '[':
-			j := strings.IndexByte(s[i:], ']')
-			if j < 0 {
-				return "", fmt.Errorf("%w: unbalanced '[' in %.64q", ErrBadName, s)
-			}
-			i += j
-		}
+	norm, ok := fnmatch.Underscores(s)
+	if !ok {
+		return "", fmt.Errorf("%w: unbalanced brackets in %.64q", ErrBadName, s)
 	}
-	return string(b), nil
+	return norm, nil
 }
 
 // Planned is one module a lookup found, with what loading it takes.

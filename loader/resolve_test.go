@@ -10,8 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/modautoload/modautoload/loader/index"
-	"github.com/modautoload/modautoload/rules"
+	"github.com/modautoload/modautoload/loader/modprobed"
 )
 
 // The fixture is depmod's output for 41 real Debian modules (see
@@ -31,7 +30,7 @@ func newResolver(t *testing.T, dir, config string) *Resolver {
 	if err := os.WriteFile(filepath.Join(confDir, "test.conf"), []byte(config), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := rules.Load(rules.LoadOptions{Paths: []string{confDir}, ModuleDir: dir, Match: index.Match})
+	cfg, err := modprobed.Load(modprobed.LoadOptions{Paths: []string{confDir}, ModuleDir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,10 +7,13 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
+
+	"github.com/modautoload/modautoload/internal/testfs"
 
 	"github.com/modautoload/modautoload/uevent"
 )
@@ -31,24 +34,15 @@ func uev(t testing.TB, header string, props ...string) *uevent.Event {
 	return &ev
 }
 
-// evMatch stands in for fnmatch without flags in these tests: path.Match,
-// but with '*' and '?' matching '/' too.
-func evMatch(pattern, s string) bool {
-	return pathMatch(strings.ReplaceAll(pattern, "/", "\x01"), strings.ReplaceAll(s, "/", "\x01"))
-}
-
 // evRules parses content as one file named t.rules.
 func evRules(content string) *EventRules {
-	r := &EventRules{match: evMatch}
+	r := &EventRules{}
 	r.parseFile("t.rules", []byte(content))
 	return r
 }
 
 func loadEv(t *testing.T, opts EventRulesOptions) *EventRules {
 	t.Helper()
-	if opts.Match == nil {
-		opts.Match = evMatch
-	}
 	r, err := LoadEventRules(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -58,8 +52,19 @@ func loadEv(t *testing.T, opts EventRulesOptions) *EventRules {
 
 func evProblemLines(t *testing.T, r *EventRules) []string {
 	t.Helper()
-	c := &Config{Problems: r.Problems}
-	return problemLines(t, c)
+	var lines []string
+	for _, p := range r.Problems {
+		var pe *ParseError
+		if !errors.As(p, &pe) {
+			t.Fatalf("problem %v is not a *ParseError", p)
+		}
+		where := filepath.Base(pe.File)
+		if pe.Line > 0 {
+			where += ":" + strconv.Itoa(pe.Line)
+		}
+		lines = append(lines, where)
+	}
+	return lines
 }
 
 func sameDecision(got, want Decision) bool {
@@ -381,7 +386,7 @@ func TestEventRulesAllowListNotNamed(t *testing.T) {
 func TestEventRulesFiles(t *testing.T) {
 	root := t.TempDir()
 	const d = "modautoload/rules.d/"
-	writeFiles(t, root, map[string]string{
+	testfs.WriteFiles(t, root, map[string]string{
 		"usr/lib/" + d + "50-x.rules":      `LOAD="from_usr_lib"`,
 		"etc/" + d + "50-x.rules":          `LOAD="from_etc"`,
 		"run/" + d + "50-x.rules":          `LOAD="from_run"`,
@@ -430,7 +435,7 @@ func TestEventRulesDefaultDirs(t *testing.T) {
 	// No directory at all, or a file where a directory would be: the
 	// defaults, no problem.
 	root := t.TempDir()
-	writeFiles(t, root, map[string]string{"run/modautoload": "a file"})
+	testfs.WriteFiles(t, root, map[string]string{"run/modautoload": "a file"})
 	r := loadEv(t, EventRulesOptions{Root: root})
 	if len(r.Problems) > 0 || len(r.Files) > 0 || r.AllowListed() {
 		t.Errorf("%+v", r)
@@ -442,7 +447,7 @@ func TestEventRulesDefaultDirs(t *testing.T) {
 
 func TestEventRulesPaths(t *testing.T) {
 	top := t.TempDir()
-	writeFiles(t, top, map[string]string{
+	testfs.WriteFiles(t, top, map[string]string{
 		"a/10-a.rules":       `LOAD="a"`,
 		"a/30-b.rules":       `LOAD="shadows_single"`,
 		"single/30-b.rules":  `LOAD="single_shadowed"`,
@@ -503,7 +508,7 @@ func TestEventRulesUnreadableIsReported(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			top := t.TempDir()
-			writeFiles(t, top, map[string]string{
+			testfs.WriteFiles(t, top, map[string]string{
 				"a/10-ok.rules": "LOAD=\"ok\"\n",
 				"b/40-x.rules":  "ALLOW=\"*\"\n",
 			})
@@ -591,12 +596,6 @@ func TestEventRulesProblemLimit(t *testing.T) {
 	}
 }
 
-func TestLoadEventRulesNeedsMatch(t *testing.T) {
-	if _, err := LoadEventRules(EventRulesOptions{}); err == nil {
-		t.Error("LoadEventRules without Match succeeded")
-	}
-}
-
 // The examples in testdata/events: udev's 80-drivers.rules and a lockdown.
 func TestEventRulesTestdata(t *testing.T) {
 	r := loadEv(t, EventRulesOptions{Paths: []string{"testdata/events"}})
@@ -668,7 +667,7 @@ func FuzzEventRules(f *testing.F) {
 	}
 	events := testEvents(f)
 	f.Fuzz(func(t *testing.T, data []byte, extra string) {
-		r := &EventRules{match: evMatch}
+		r := &EventRules{}
 		r.parseFile("fuzz.rules", data)
 
 		lines := bytes.Count(data, []byte("\n")) + 1
@@ -703,7 +702,7 @@ func FuzzEventRules(f *testing.F) {
 		// two parts allow on their own.
 		extra = strings.ReplaceAll(extra, "\n", "")
 		line := `ALLOW="` + extra
-		both := &EventRules{match: evMatch}
+		both := &EventRules{}
 		both.parseFile("fuzz.rules", append(slices.Clip(data), "\n\n"+line...))
 		alone := evRules(line)
 		if !both.AllowListed() || !alone.AllowListed() {
@@ -723,8 +722,8 @@ func ExampleLoadEventRules() {
 	// embedded board's lockdown with ALLOW.
 	r, err := LoadEventRules(EventRulesOptions{
 		Paths: []string{"testdata/events"}, // nil: DefaultEventRuleDirs
-		// A real caller passes a glibc-exact fnmatch (loader/index.Match).
-		Match: evMatch,
+		// A real caller passes a glibc-exact fnmatch (loader/fnmatch.Match).
+
 	})
 	if err != nil {
 		panic(err)

@@ -21,6 +21,7 @@ import (
 	"github.com/modautoload/modautoload/daemon"
 	"github.com/modautoload/modautoload/loader"
 	"github.com/modautoload/modautoload/loader/index"
+	"github.com/modautoload/modautoload/loader/modprobed"
 	"github.com/modautoload/modautoload/rules"
 	"github.com/modautoload/modautoload/uevent"
 )
@@ -193,7 +194,7 @@ func liveResolver(mods *moduleOptions, log zerolog.Logger, interval time.Duratio
 	if len(mods.config) > 0 {
 		watch = append(watch, mods.config...)
 	} else {
-		watch = append(watch, rules.DefaultDirs()...)
+		watch = append(watch, modprobed.DefaultDirs()...)
 	}
 	live := &loader.Live{
 		Open:     func() (*loader.Resolver, error) { return mods.openResolver(log) },
@@ -212,7 +213,7 @@ func liveResolver(mods *moduleOptions, log zerolog.Logger, interval time.Duratio
 }
 
 func loadRules(paths []string, log zerolog.Logger) *rules.EventRules {
-	rs, err := rules.LoadEventRules(rules.EventRulesOptions{Paths: paths, Match: index.Match})
+	rs, err := rules.LoadEventRules(rules.EventRulesOptions{Paths: paths})
 	if err != nil {
 		log.Error().Err(err).Msg("event rules not loaded; using the defaults")
 		return nil

@@ -9,8 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/modautoload/modautoload/loader"
-	"github.com/modautoload/modautoload/loader/index"
-	"github.com/modautoload/modautoload/rules"
+	"github.com/modautoload/modautoload/loader/modprobed"
 )
 
 // moduleOptions are the options that say which modules and which policy:
@@ -61,11 +60,10 @@ func (o *moduleOptions) resolver() (*loader.Resolver, []error, error) {
 		db.Close()
 		return nil, nil, err
 	}
-	cfg, err := rules.Load(rules.LoadOptions{
+	cfg, err := modprobed.Load(modprobed.LoadOptions{
 		Paths:     o.config,
 		ModuleDir: dir,
 		Cmdline:   string(cmdline),
-		Match:     index.Match,
 	})
 	if err != nil {
 		db.Close()

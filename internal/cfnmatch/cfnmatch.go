@@ -10,6 +10,8 @@ import "C"
 
 import "unsafe"
 
+const available = true
+
 // Flags accepted by Fnmatch, as in <fnmatch.h>.
 const (
 	NoEscape = C.FNM_NOESCAPE

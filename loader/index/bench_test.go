@@ -3,6 +3,8 @@ package index
 import (
 	"path/filepath"
 	"testing"
+
+	"github.com/modautoload/modautoload/internal/fnmatch"
 )
 
 // Modaliases as the kernel sends them, for the fixture and for a full
@@ -72,6 +74,6 @@ func BenchmarkLoadText(b *testing.B) {
 func BenchmarkMatch(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
-		Match("cpu:type:x86,ven*fam*mod*:feature:*0081*", benchAliases[0])
+		fnmatch.Match("cpu:type:x86,ven*fam*mod*:feature:*0081*", benchAliases[0])
 	}
 }

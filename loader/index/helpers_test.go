@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/modautoload/modautoload/internal/fnmatch"
 )
 
 // fixtureDir is the committed "mini" fixture (see testdata/README.md).
@@ -127,7 +129,7 @@ func instantiate(pattern string, r *rand.Rand) (string, bool) {
 			set := pattern[i : end+1]
 			found := false
 			for _, k := range r.Perm(0x5f) {
-				if ch := string(rune(0x21 + k)); Match(set, ch) {
+				if ch := string(rune(0x21 + k)); fnmatch.Match(set, ch) {
 					b.WriteString(ch)
 					found = true
 					break
@@ -147,7 +149,7 @@ func instantiate(pattern string, r *rand.Rand) (string, bool) {
 		}
 	}
 	s := b.String()
-	return s, Match(pattern, s)
+	return s, fnmatch.Match(pattern, s)
 }
 
 // bracketEnd finds the ']' closing the bracket expression at pattern[i],

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/modautoload/modautoload/internal/fnmatch"
 )
 
 // Kind names one of depmod's indexes and says how its text form maps to
@@ -286,29 +288,13 @@ func ModuleName(path string) string {
 const maxAliasLen = 4095
 
 // normalizeAlias is libkmod's alias_normalize, which depmod applies to the
-// keys of modules.alias.bin and modules.builtin.alias.bin: '-' becomes '_'
-// except inside a bracket expression, and an unmatched bracket rejects the
-// alias.
+// keys of modules.alias.bin and modules.builtin.alias.bin, cut at the
+// length depmod indexes.
 func normalizeAlias(alias string) (string, error) {
-	var b strings.Builder
-	for i := 0; i < len(alias) && b.Len() < maxAliasLen; i++ {
-		switch c := alias[i]; c {
-		case '-':
-			b.WriteByte('_')
-		case ']':
-			return "", fmt.Errorf("unmatched ']' in alias %q", alias)
-		case '[':
-			end := strings.IndexByte(alias[i:], ']')
-			if end < 0 {
-				return "", fmt.Errorf("unmatched '[' in alias %q", alias)
-			}
-			b.WriteString(alias[i : i+end+1])
-			i += end
-		default:
-			b.WriteByte(c)
-		}
+	s, ok := fnmatch.Underscores(alias)
+	if !ok {
+		return "", fmt.Errorf("unbalanced brackets in alias %q", alias)
 	}
-	s := b.String()
 	if len(s) > maxAliasLen {
 		s = s[:maxAliasLen]
 	}

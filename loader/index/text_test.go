@@ -104,7 +104,7 @@ func TestParseTextBadLines(t *testing.T) {
 		keys  []string // keys indexed
 	}{
 		{KindAlias, "# comment\nalias pci:v*d* e1000\nalias onlyone\nalias x]y m\nbogus a b\n\nalias usb:v-[a-b]* mod-x\n",
-			[]string{`f:3: want "alias PATTERN MODULE"`, `f:4: unmatched ']' in alias "x]y"`, `f:5: want "alias PATTERN MODULE"`},
+			[]string{`f:3: want "alias PATTERN MODULE"`, `f:4: unbalanced brackets in alias "x]y"`, `f:5: want "alias PATTERN MODULE"`},
 			[]string{"pci:v*d*", "usb:v_[a-b]*"}},
 		{KindSymbols, "alias symbol:foo mod\nalias foo mod\n", []string{`f:2: symbol alias "foo" lacks "symbol:"`}, []string{"symbol:foo"}},
 		{KindDep, "kernel/a-b.ko: kernel/c.ko\nno colon here\nkernel/c.ko:\n", []string{`f:2: no ':' after the module path`}, []string{"a_b", "c"}},

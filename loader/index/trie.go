@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/modautoload/modautoload/internal/fnmatch"
 	"golang.org/x/sys/unix"
 )
 
@@ -399,7 +400,7 @@ func (w *wildSearch) collect(n node, j int, subkey string) error {
 		return err
 	}
 	for i := range keys {
-		if Match(keys[i].pattern, subkey) {
+		if fnmatch.Match(keys[i].pattern, subkey) {
 			if err := w.addValues(&node{values: keys[i].values, nvalues: keys[i].nvalues}); err != nil {
 				return err
 			}

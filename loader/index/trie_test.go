@@ -9,6 +9,10 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/modautoload/modautoload/internal/cfnmatch"
+
+	"github.com/modautoload/modautoload/internal/fnmatch"
 )
 
 // The answers below were checked against modprobe --resolve-alias on the
@@ -101,7 +105,7 @@ func TestSearchWildTies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(bad) != 1 || bad[0].Error() != `modules.builtin.modinfo:5: unmatched ']' in alias "x]y"` {
+	if len(bad) != 1 || bad[0].Error() != `modules.builtin.modinfo:5: unbalanced brackets in alias "x]y"` {
 		t.Errorf("bad = %v", bad)
 	}
 	for key, want := range map[string][]string{
@@ -369,5 +373,30 @@ func TestTruncatedWhileMapped(t *testing.T) {
 	_, err = ix.SearchWild("acpi:ACPI0007:")
 	if err == nil || !strings.Contains(err.Error(), path) {
 		t.Errorf("SearchWild on a truncated mapping: %v", err)
+	}
+}
+
+// TestMatchAliasesGlibc compares with glibc on every alias pattern of the
+// fixture (and of $MODAUTOLOAD_MODULE_DIR, if set) against strings made from
+// it, matching and not.
+func TestMatchAliasesGlibc(t *testing.T) {
+	cfnmatch.Require(t)
+	dirs := []string{fixtureDir}
+	if dir := os.Getenv(moduleDirEnv); dir != "" {
+		dirs = append(dirs, dir)
+	}
+	r := newRand()
+	for _, dir := range dirs {
+		n := 0
+		for _, e := range walkAll(t, openTrie(t, filepath.Join(dir, KindAlias.BinName()))) {
+			s, _ := instantiate(e.key, r)
+			for _, subject := range []string{s, mutate(s, r), e.key, ""} {
+				if got, want := fnmatch.Match(e.key, subject), cfnmatch.Fnmatch(e.key, subject, 0) == 0; got != want {
+					t.Fatalf("Match(%q, %q) = %v, glibc says %v", e.key, subject, got, want)
+				}
+				n++
+			}
+		}
+		t.Logf("%s: %d comparisons", dir, n)
 	}
 }

@@ -1,4 +1,4 @@
-package rules
+package modprobed
 
 import (
 	"slices"
@@ -37,7 +37,7 @@ func TestOptions(t *testing.T) {
 
 func TestOptionsSkipsEmpty(t *testing.T) {
 	// "m." on the kernel command line adds an empty option.
-	c := &Config{match: pathMatch}
+	c := &Config{}
 	c.addCmdline("m. m.a=1")
 	if got := c.Options("m"); got != "a=1" {
 		t.Errorf("got %q", got)

@@ -1,4 +1,4 @@
-package rules
+package modprobed
 
 import (
 	"bytes"
@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/modautoload/modautoload/internal/fnmatch"
 )
 
 func FuzzParse(f *testing.F) {
@@ -14,7 +16,7 @@ func FuzzParse(f *testing.F) {
 	}
 	f.Add([]byte("softdep m pre: a post: b\\\n c\ninstall x-[a-] /bin/true \\\\\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		c := &Config{match: pathMatch}
+		c := &Config{}
 		c.parse("fuzz.conf", data)
 
 		lines := bytes.Count(data, []byte("\n")) + 1
@@ -52,7 +54,7 @@ func FuzzParse(f *testing.F) {
 		}
 		entries += len(c.Aliases) + len(c.ModuleOptions) + len(c.Softdeps) + len(c.Weakdeps)
 		for _, n := range names {
-			if u, ok := underscores(n); !ok || u != n || n == "" {
+			if u, ok := fnmatch.Underscores(n); !ok || u != n || n == "" {
 				t.Fatalf("kept unnormalised name %q", n)
 			}
 		}
@@ -77,7 +79,7 @@ func FuzzCmdline(f *testing.F) {
 		f.Add(tt.in)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		c := &Config{match: pathMatch}
+		c := &Config{}
 		c.addCmdline(s)
 		for _, err := range c.Problems {
 			if !strings.HasPrefix(err.Error(), cmdlineFile+": ") {
@@ -85,7 +87,7 @@ func FuzzCmdline(f *testing.F) {
 			}
 		}
 		for _, o := range c.ModuleOptions {
-			if u, ok := underscores(o.Module); !ok || u != o.Module {
+			if u, ok := fnmatch.Underscores(o.Module); !ok || u != o.Module {
 				t.Fatalf("kept unnormalised module %q", o.Module)
 			}
 			if strings.ContainsAny(o.Options, "\t\x00") {

@@ -1,13 +1,12 @@
-package rules_test
+package modprobed_test
 
 import (
 	"fmt"
 	"log"
 	"os"
-	"path"
 	"path/filepath"
 
-	"github.com/modautoload/modautoload/rules"
+	"github.com/modautoload/modautoload/loader/modprobed"
 )
 
 func Example() {
@@ -27,12 +26,9 @@ softdep uhci-hcd pre: ehci-hcd
 		log.Fatal(err)
 	}
 
-	cfg, err := rules.Load(rules.LoadOptions{
+	cfg, err := modprobed.Load(modprobed.LoadOptions{
 		Paths:   []string{dir},                                      // nil: the system's modprobe.d directories
 		Cmdline: "quiet e1000e.debug=2 modprobe.blacklist=floppy\n", // the content of /proc/cmdline
-		// A real caller passes a glibc-exact fnmatch; path.Match agrees
-		// with it on these patterns.
-		Match: func(pattern, s string) bool { ok, _ := path.Match(pattern, s); return ok },
 	})
 	if err != nil {
 		log.Fatal(err)

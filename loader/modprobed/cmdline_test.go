@@ -1,8 +1,10 @@
-package rules
+package modprobed
 
 import (
 	"strings"
 	"testing"
+
+	"github.com/modautoload/modautoload/internal/testfs"
 )
 
 // cmdlineCases are kernel command lines (without the kernel's trailing
@@ -50,7 +52,7 @@ var cmdlineCases = []struct {
 func TestCmdline(t *testing.T) {
 	for _, tt := range cmdlineCases {
 		t.Run(tt.name, func(t *testing.T) {
-			c := &Config{match: pathMatch}
+			c := &Config{}
 			c.addCmdline(tt.in + "\n")
 			if got := dump(t, c); got != tt.dump {
 				t.Errorf("dump of %q:\n got %q\nwant %q", tt.in, got, tt.dump)
@@ -69,12 +71,12 @@ func TestCmdline(t *testing.T) {
 
 func TestCmdlineLimits(t *testing.T) {
 	// libkmod reads 4095 bytes of /proc/cmdline and stops at a NUL.
-	c := &Config{match: pathMatch}
+	c := &Config{}
 	c.addCmdline(strings.Repeat("a", 4082) + " m.p=123456789 late.q=1")
 	if got, want := dump(t, c), "options m p=12345678\n"; got != want {
 		t.Errorf("long line: got %q, want %q", got, want)
 	}
-	c = &Config{match: pathMatch}
+	c = &Config{}
 	c.addCmdline("a.b=1 \x00 c.d=2")
 	if got, want := dump(t, c), "options a b=1\n"; got != want {
 		t.Errorf("NUL: got %q, want %q", got, want)
@@ -83,7 +85,7 @@ func TestCmdlineLimits(t *testing.T) {
 
 func TestCmdlineAfterFiles(t *testing.T) {
 	dir := t.TempDir()
-	writeFiles(t, dir, map[string]string{
+	testfs.WriteFiles(t, dir, map[string]string{
 		"a.conf": "options snd-foo a=1\nblacklist one\n",
 		"b.conf": "options snd_foo b=2\n",
 	})

@@ -1,10 +1,10 @@
-package rules
+package modprobed
 
-import "fmt"
+import (
+	"fmt"
 
-// Matcher reports whether s matches the shell pattern, with the semantics of
-// glibc's fnmatch(pattern, s, 0).
-type Matcher func(pattern, s string) bool
+	"github.com/modautoload/modautoload/internal/fnmatch"
+)
 
 // Alias is one "alias PATTERN MODULE" line.
 type Alias struct {
@@ -68,8 +68,6 @@ type Config struct {
 	Softdeps        []Softdep
 	Weakdeps        []Weakdep
 	Problems        []error // *ParseError values, in the order found
-
-	match Matcher
 }
 
 // MatchAliases returns the configured aliases whose pattern matches name, in
@@ -79,7 +77,7 @@ type Config struct {
 func (c *Config) MatchAliases(name string) []Alias {
 	var out []Alias
 	for _, a := range c.Aliases {
-		if c.match(a.Pattern, name) {
+		if fnmatch.Match(a.Pattern, name) {
 			out = append(out, a)
 		}
 	}
@@ -158,7 +156,7 @@ func (c *Config) ExactRemove(name string) (string, bool) {
 // hides later lines, as in kmod_module_get_softdeps.
 func (c *Config) Softdep(module string) (pre, post []string) {
 	for _, s := range c.Softdeps {
-		if c.match(s.Module, module) {
+		if fnmatch.Match(s.Module, module) {
 			return s.Pre, s.Post
 		}
 	}
@@ -169,7 +167,7 @@ func (c *Config) Softdep(module string) (pre, post []string) {
 // line whose pattern matches it (kmod_module_get_weakdeps).
 func (c *Config) Weakdep(module string) []string {
 	for _, w := range c.Weakdeps {
-		if c.match(w.Module, module) {
+		if fnmatch.Match(w.Module, module) {
 			return w.Deps
 		}
 	}
@@ -178,7 +176,7 @@ func (c *Config) Weakdep(module string) []string {
 
 func (c *Config) firstMatch(cmds []Command, module string) (string, bool) {
 	for _, cmd := range cmds {
-		if c.match(cmd.Module, module) {
+		if fnmatch.Match(cmd.Module, module) {
 			return cmd.Command, true
 		}
 	}

@@ -1,4 +1,4 @@
-package rules
+package modprobed
 
 import (
 	"net"
@@ -6,11 +6,13 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/modautoload/modautoload/internal/testfs"
 )
 
 func TestDefaultDirsUnderRoot(t *testing.T) {
 	root := t.TempDir()
-	writeFiles(t, root, map[string]string{
+	testfs.WriteFiles(t, root, map[string]string{
 		"etc/modprobe.d/50-x.conf":           "alias x from-etc\n",
 		"run/modprobe.d/50-x.conf":           "alias x from-run\n",
 		"run/modprobe.d/10-run.conf":         "alias r run\n",
@@ -47,7 +49,7 @@ func TestDefaultDirsUnderRoot(t *testing.T) {
 
 func TestLoadSelection(t *testing.T) {
 	top := t.TempDir()
-	writeFiles(t, top, map[string]string{
+	testfs.WriteFiles(t, top, map[string]string{
 		"a/10-mask.conf":     "->/dev/null",
 		"a/20-empty.conf":    "",
 		"a/.hidden.conf":     "alias hidden x\n",
@@ -89,7 +91,7 @@ func TestLoadUnreadableFile(t *testing.T) {
 		t.Skip(err)
 	}
 	defer l.Close()
-	writeFiles(t, dir, map[string]string{"z.conf": "blacklist z\n"})
+	testfs.WriteFiles(t, dir, map[string]string{"z.conf": "blacklist z\n"})
 	c := load(t, LoadOptions{Paths: []string{dir}})
 	if got := dump(t, c); got != "blacklist z\n" {
 		t.Errorf("got %q", got)
@@ -101,7 +103,7 @@ func TestLoadUnreadableFile(t *testing.T) {
 
 func TestModuleDirSoftdeps(t *testing.T) {
 	top := t.TempDir()
-	writeFiles(t, top, map[string]string{
+	testfs.WriteFiles(t, top, map[string]string{
 		"conf/aa.conf":                "softdep m pre: from-aa\n",
 		"conf/zz.conf":                "softdep m pre: from-zz\nsoftdep n pre: from-zz\n",
 		"conf/modules.softdep":        "softdep m pre: shadowed\n",
@@ -126,11 +128,5 @@ func TestModuleDirSoftdeps(t *testing.T) {
 	}
 	if len(c.Problems) != 0 {
 		t.Errorf("problems: %v", c.Problems)
-	}
-}
-
-func TestLoadNeedsMatch(t *testing.T) {
-	if _, err := Load(LoadOptions{}); err == nil {
-		t.Error("Load without Match succeeded")
 	}
 }

@@ -1,4 +1,4 @@
-package rules
+package modprobed
 
 import (
 	"errors"
@@ -46,10 +46,6 @@ type LoadOptions struct {
 	// Cmdline is the content of /proc/cmdline, applied after every file as
 	// libkmod does. Empty means none.
 	Cmdline string
-
-	// Match is fnmatch(3) without flags. Required: alias, install, remove,
-	// softdep and weakdep lines are patterns.
-	Match Matcher
 }
 
 // Load reads the configuration the way libkmod's kmod_config_new does.
@@ -58,10 +54,7 @@ type LoadOptions struct {
 // recorded in Config.Problems and the rest still applies. The error is
 // non-nil only for unusable options.
 func Load(opts LoadOptions) (*Config, error) {
-	if opts.Match == nil {
-		return nil, errors.New("rules: LoadOptions.Match is nil")
-	}
-	c := &Config{match: opts.Match}
+	c := &Config{}
 	for _, f := range c.configFiles(opts) {
 		data, err := os.ReadFile(f.path)
 		if err != nil {

@@ -1,25 +1,16 @@
-package rules
+package modprobed
 
 import (
 	"errors"
-	"os"
-	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 )
 
-// pathMatch stands in for fnmatch in tests: path.Match agrees with it on
-// the patterns used here (no '/', no backslash, no "[!").
-func pathMatch(pattern, s string) bool {
-	ok, _ := path.Match(pattern, s)
-	return ok
-}
-
 // parsed returns the configuration of one file named t.conf.
 func parsed(content string) *Config {
-	c := &Config{match: pathMatch}
+	c := &Config{}
 	c.parse("t.conf", []byte(content))
 	return c
 }
@@ -52,35 +43,8 @@ func problemLines(t *testing.T, c *Config) []string {
 	return out
 }
 
-// writeFiles creates files under dir: a value starting with "->" makes a
-// symlink to the rest, "/" a directory, anything else a regular file.
-func writeFiles(t *testing.T, dir string, files map[string]string) {
-	t.Helper()
-	for name, content := range files {
-		p := filepath.Join(dir, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		var err error
-		switch {
-		case strings.HasPrefix(content, "->"):
-			err = os.Symlink(content[2:], p)
-		case content == "/":
-			err = os.MkdirAll(p, 0o755)
-		default:
-			err = os.WriteFile(p, []byte(content), 0o644)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
 func load(t *testing.T, opts LoadOptions) *Config {
 	t.Helper()
-	if opts.Match == nil {
-		opts.Match = pathMatch
-	}
 	c, err := Load(opts)
 	if err != nil {
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-package rules
+package modprobed
 
 import (
 	"slices"
@@ -99,26 +99,5 @@ func TestDumpOrder(t *testing.T) {
 	want := "blacklist b\ninstall i cmd\nremove r cmd\nalias al m\noptions o x=1\nsoftdep s pre: a\nweakdep w a\n"
 	if got := dump(t, parsed(in)); got != want {
 		t.Errorf("got\n%s\nwant\n%s", got, want)
-	}
-}
-
-func TestUnderscores(t *testing.T) {
-	tests := []struct {
-		in, out string
-		ok      bool
-	}{
-		{"snd-hda-intel", "snd_hda_intel", true},
-		{"a-[0-9]-b", "a_[0-9]_b", true},
-		{"[-][-]-", "[-][-]_", true},
-		{"[a-]]", "", false}, // the second ] has no [
-		{"x]", "", false},
-		{"[a-", "", false},
-		{"", "", true},
-	}
-	for _, tt := range tests {
-		out, ok := underscores(tt.in)
-		if out != tt.out || ok != tt.ok {
-			t.Errorf("underscores(%q) = %q, %v; want %q, %v", tt.in, out, ok, tt.out, tt.ok)
-		}
 	}
 }

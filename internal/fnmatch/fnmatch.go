@@ -1,4 +1,4 @@
-package index
+package fnmatch
 
 import "strings"
 
@@ -426,3 +426,26 @@ func inClass(name string, ch byte) (in, valid bool) {
 
 func isAlpha(c byte) bool { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') }
 func isDigit(c byte) bool { return c >= '0' && c <= '9' }
+
+// Underscores makes a module name or alias pattern canonical as libkmod
+// does (its underscores() and alias_normalize()): "-" becomes "_" except
+// inside a [...] bracket expression, so "snd-[a-c]" becomes "snd_[a-c]".
+// A "]" with no "[" before it, or a "[" never closed, makes s invalid.
+func Underscores(s string) (string, bool) {
+	b := []byte(s)
+	for i := 0; i < len(b); i++ {
+		switch b[i] {
+		case '-':
+			b[i] = '_'
+		case ']':
+			return "", false
+		case '[':
+			j := strings.IndexByte(s[i:], ']')
+			if j < 0 {
+				return "", false
+			}
+			i += j
+		}
+	}
+	return string(b), true
+}

@@ -1,4 +1,4 @@
-package rules
+package modprobed
 
 import (
 	"bytes"
@@ -10,6 +10,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/modautoload/modautoload/internal/testfs"
 )
 
 // The tests in this file compare Load and Dump with kmod's own modprobe -c,
@@ -185,7 +187,7 @@ func TestModprobeParseCases(t *testing.T) {
 				t.Skip(why)
 			}
 			dir := t.TempDir()
-			writeFiles(t, dir, map[string]string{"t.conf": tt.in})
+			testfs.WriteFiles(t, dir, map[string]string{"t.conf": tt.in})
 			kmod, errs := o.run(t, dir)
 			ours, problems := o.ours(t, cmdline, dir)
 			compareDumps(t, tt.in, kmod, ours, errs, problems)
@@ -198,7 +200,7 @@ func TestModprobeParseCases(t *testing.T) {
 func TestModprobeConfigFiles(t *testing.T) {
 	o := newOracle(t)
 	top := t.TempDir()
-	writeFiles(t, top, map[string]string{
+	testfs.WriteFiles(t, top, map[string]string{
 		"etc/10-a.conf":       "alias a1 from-etc\noptions shared o=etc\nsoftdep sd pre: from-etc\n",
 		"etc/30-mask.conf":    "->/dev/null",
 		"etc/50-empty.conf":   "",
@@ -219,9 +221,9 @@ func TestModprobeConfigFiles(t *testing.T) {
 		"single/anything.txt": "options single-file-any-name x\n",
 	})
 	softdep := "# Soft dependencies extracted from modules themselves.\nsoftdep from-dep pre: dep-a\n"
-	writeFiles(t, o.moduleDir(), map[string]string{"modules.softdep": softdep})
+	testfs.WriteFiles(t, o.moduleDir(), map[string]string{"modules.softdep": softdep})
 	if o.version >= 33 {
-		writeFiles(t, o.moduleDir(), map[string]string{"modules.weakdep": "weakdep from-dep wd\n"})
+		testfs.WriteFiles(t, o.moduleDir(), map[string]string{"modules.weakdep": "weakdep from-dep wd\n"})
 	}
 	paths := []string{
 		filepath.Join(top, "etc"),
@@ -272,7 +274,7 @@ func TestModprobeRandomFiles(t *testing.T) {
 	for range n {
 		dir := t.TempDir()
 		in := randomConfig(rng)
-		writeFiles(t, dir, map[string]string{"r.conf": in})
+		testfs.WriteFiles(t, dir, map[string]string{"r.conf": in})
 		kmod, errs := o.run(t, dir)
 		ours, problems := o.ours(t, cmdline, dir)
 		if kmod != ours || len(errs) != problems {

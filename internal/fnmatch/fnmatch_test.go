@@ -1,12 +1,12 @@
-package index
+package fnmatch
 
 import (
 	"math/rand"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/modautoload/modautoload/internal/cfnmatch"
 )
 
 // matchCases were checked against glibc 2.36's fnmatch(pattern, s, 0).
@@ -121,29 +121,16 @@ func TestMatchStars(t *testing.T) {
 	}
 }
 
-// requireGlibc skips a comparison with glibc when cgo is unavailable, but
-// fails under CI=true, where a skipped comparison would hide a regression.
-func requireGlibc(t *testing.T) {
-	t.Helper()
-	if _, ok := glibcMatch("", ""); ok {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("cannot compare with glibc's fnmatch: built without cgo (CI=true needs CGO_ENABLED=1 and a C compiler)")
-	}
-	t.Skip("built without cgo: cannot compare with glibc's fnmatch")
-}
-
 func checkGlibc(t *testing.T, pattern, s string) {
 	t.Helper()
-	want, _ := glibcMatch(pattern, s)
+	want := cfnmatch.Fnmatch(pattern, s, 0) == 0
 	if got := Match(pattern, s); got != want {
 		t.Fatalf("Match(%q, %q) = %v, glibc says %v", pattern, s, got, want)
 	}
 }
 
 func TestMatchCasesGlibc(t *testing.T) {
-	requireGlibc(t)
+	cfnmatch.Require(t)
 	for _, c := range matchCases {
 		checkGlibc(t, c.pattern, c.s)
 	}
@@ -167,7 +154,7 @@ func join(r *rand.Rand, pieces []string, max int) string {
 // TestMatchRandomGlibc compares with glibc on random patterns built to hit
 // its corner cases, with an occasional random byte.
 func TestMatchRandomGlibc(t *testing.T) {
-	requireGlibc(t)
+	cfnmatch.Require(t)
 	r := newRand()
 	n := 300000
 	if testing.Short() {
@@ -196,7 +183,7 @@ func mutateByte(s string, r *rand.Rand) string {
 
 // TestMatchLongClassGlibc pins glibc's limit on class names.
 func TestMatchLongClassGlibc(t *testing.T) {
-	requireGlibc(t)
+	cfnmatch.Require(t)
 	for _, n := range []int{classNameMax - 2, classNameMax - 1, classNameMax, classNameMax + 1} {
 		name := strings.Repeat("a", n)
 		for _, p := range []string{"[[:" + name + "]", "[[:" + name + ":]]", "[a[:" + name + "]", "[a[:" + name + ":]]"} {
@@ -207,37 +194,38 @@ func TestMatchLongClassGlibc(t *testing.T) {
 	}
 }
 
-// TestMatchAliasesGlibc compares with glibc on every alias pattern of the
-// fixture (and of $MODAUTOLOAD_MODULE_DIR, if set) against strings made from
-// it, matching and not.
-func TestMatchAliasesGlibc(t *testing.T) {
-	requireGlibc(t)
-	dirs := []string{fixtureDir}
-	if dir := os.Getenv(moduleDirEnv); dir != "" {
-		dirs = append(dirs, dir)
-	}
-	r := newRand()
-	for _, dir := range dirs {
-		n := 0
-		for _, e := range walkAll(t, openTrie(t, filepath.Join(dir, KindAlias.BinName()))) {
-			s, _ := instantiate(e.key, r)
-			for _, subject := range []string{s, mutate(s, r), e.key, ""} {
-				checkGlibc(t, e.key, subject)
-				n++
-			}
-		}
-		t.Logf("%s: %d comparisons", dir, n)
-	}
-}
-
 func FuzzMatch(f *testing.F) {
 	for _, c := range matchCases {
 		f.Add(c.pattern, c.s)
 	}
 	f.Fuzz(func(t *testing.T, pattern, s string) {
-		got := Match(pattern, s)
-		if want, ok := glibcMatch(pattern, s); ok && got != want {
+		cfnmatch.Require(t)
+		if got, want := Match(pattern, s), cfnmatch.Fnmatch(pattern, s, 0) == 0; got != want {
 			t.Fatalf("Match(%q, %q) = %v, glibc says %v", pattern, s, got, want)
 		}
 	})
+}
+
+// newRand gives tests a fixed sequence, so failures repeat.
+func newRand() *rand.Rand { return rand.New(rand.NewSource(1)) }
+
+func TestUnderscores(t *testing.T) {
+	tests := []struct {
+		in, out string
+		ok      bool
+	}{
+		{"snd-hda-intel", "snd_hda_intel", true},
+		{"a-[0-9]-b", "a_[0-9]_b", true},
+		{"[-][-]-", "[-][-]_", true},
+		{"[a-]]", "", false}, // the second ] has no [
+		{"x]", "", false},
+		{"[a-", "", false},
+		{"", "", true},
+	}
+	for _, tt := range tests {
+		out, ok := Underscores(tt.in)
+		if out != tt.out || ok != tt.ok {
+			t.Errorf("Underscores(%q) = %q, %v; want %q, %v", tt.in, out, ok, tt.out, tt.ok)
+		}
+	}
 }

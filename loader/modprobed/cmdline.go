@@ -1,6 +1,10 @@
-package rules
+package modprobed
 
-import "strings"
+import (
+	"strings"
+
+	"github.com/modautoload/modautoload/internal/fnmatch"
+)
 
 // maxCmdline is how much of /proc/cmdline libkmod reads: KCMD_LINE_SIZE
 // (4096) bytes less the terminating NUL.
@@ -96,7 +100,7 @@ func (c *Config) cmdlineWord(module, param string) {
 		c.Blacklist = append(c.Blacklist, strings.Split(param[len("blacklist="):], ",")...)
 		return
 	}
-	m, ok := underscores(module)
+	m, ok := fnmatch.Underscores(module)
 	if !ok {
 		c.problem(cmdlineFile, 0, "ignoring option for bad module name "+quoteWords(module))
 		return

@@ -1,9 +1,11 @@
-package rules
+package modprobed
 
 import (
 	"bytes"
 	"fmt"
 	"strings"
+
+	"github.com/modautoload/modautoload/internal/fnmatch"
 )
 
 // parse adds the directives of one configuration file, as libkmod's
@@ -36,8 +38,8 @@ func (c *Config) directive(cmd, rest string) string {
 		if pattern == "" || module == "" {
 			return "alias: want PATTERN MODULE"
 		}
-		p, ok1 := underscores(pattern)
-		m, ok2 := underscores(module)
+		p, ok1 := fnmatch.Underscores(pattern)
+		m, ok2 := fnmatch.Underscores(module)
 		if !ok1 || !ok2 {
 			return "alias: unbalanced [ ] in " + quoteWords(pattern, module)
 		}
@@ -47,7 +49,7 @@ func (c *Config) directive(cmd, rest string) string {
 		if module == "" {
 			return "blacklist: want MODULE"
 		}
-		m, ok := underscores(module)
+		m, ok := fnmatch.Underscores(module)
 		if !ok {
 			return "blacklist: unbalanced [ ] in " + quoteWords(module)
 		}
@@ -57,7 +59,7 @@ func (c *Config) directive(cmd, rest string) string {
 		if module == "" || args == "" {
 			return cmd + ": want MODULE and at least one more word"
 		}
-		m, ok := underscores(module)
+		m, ok := fnmatch.Underscores(module)
 		if !ok {
 			return cmd + ": unbalanced [ ] in " + quoteWords(module)
 		}
@@ -192,29 +194,6 @@ func depWords(s string) []string {
 // isSpace is C isspace() in the C locale.
 func isSpace(b byte) bool {
 	return b == ' ' || b == '\t' || b == '\n' || b == '\v' || b == '\f' || b == '\r'
-}
-
-// underscores normalises a module name or alias pattern like libkmod's
-// underscores(): "-" becomes "_" except inside a [...] bracket expression,
-// so "snd-[a-c]" becomes "snd_[a-c]". A "]" with no "[" before it, or a "["
-// never closed, makes the word invalid.
-func underscores(s string) (string, bool) {
-	b := []byte(s)
-	for i := 0; i < len(b); i++ {
-		switch b[i] {
-		case '-':
-			b[i] = '_'
-		case ']':
-			return "", false
-		case '[':
-			j := strings.IndexByte(s[i:], ']')
-			if j < 0 {
-				return "", false
-			}
-			i += j
-		}
-	}
-	return string(b), true
 }
 
 // quoteWords quotes words for a problem message.
