@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -12,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/modautoload/modautoload/internal/regfile"
 
 	"github.com/modautoload/modautoload/internal/fnmatch"
 	"github.com/modautoload/modautoload/uevent"
@@ -321,24 +322,7 @@ func (r *EventRules) ruleFiles(opts EventRulesOptions) []ruleFile {
 // something else or grew beyond MaxEventRuleFileSize since it was listed.
 // O_NONBLOCK keeps a FIFO swapped in from blocking the open.
 func readRuleFile(path string) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	if st, err := f.Stat(); err != nil {
-		return nil, err
-	} else if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("not a regular file (%s)", st.Mode().Type())
-	}
-	data, err := io.ReadAll(io.LimitReader(f, MaxEventRuleFileSize+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(data) > MaxEventRuleFileSize {
-		return nil, fmt.Errorf("larger than %d bytes, not read", MaxEventRuleFileSize)
-	}
-	return data, nil
+	return regfile.Read(path, MaxEventRuleFileSize)
 }
 
 // ParseError is a rule line or file that was skipped; the other rules
@@ -358,12 +342,6 @@ func (e *ParseError) Error() string {
 
 func (r *EventRules) problem(file string, line int, msg string) {
 	r.Problems = append(r.Problems, &ParseError{File: file, Line: line, Msg: msg})
-}
-
-// failClosed records a problem that turns allow-list mode on.
-func (r *EventRules) failClosed(file string, line int, msg string) {
-	r.allowMode = true
-	r.problem(file, line, msg+" (allow-list mode on)")
 }
 
 // fileParser holds the per-file state of parsing.
@@ -579,7 +557,7 @@ func (rule *eventRule) add(c clause) string {
 			if !c.hasName {
 				return "ENV needs {NAME}"
 			}
-			if !validPropertyName(c.name) {
+			if !uevent.ValidKey(c.name) {
 				return fmt.Sprintf("ENV{%s}: bad property name", clip(c.name))
 			}
 			m.env = c.name
@@ -725,19 +703,6 @@ func skipBlanks(s string, i int) int {
 
 func isKeyByte(b byte) bool {
 	return b >= 'A' && b <= 'Z' || b >= 'a' && b <= 'z' || b >= '0' && b <= '9' || b == '_'
-}
-
-// validPropertyName accepts what uevent.Parse keeps as a key.
-func validPropertyName(k string) bool {
-	if k == "" || len(k) > 128 {
-		return false
-	}
-	for i := 0; i < len(k); i++ {
-		if !isKeyByte(k[i]) {
-			return false
-		}
-	}
-	return true
 }
 
 // controlByte returns the first control character of s other than tab.

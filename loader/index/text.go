@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/modautoload/modautoload/internal/regfile"
+
 	"github.com/modautoload/modautoload/internal/fnmatch"
 )
 
@@ -83,7 +85,7 @@ func LoadOrder(dir string) (Order, error) {
 	order := Order{}
 	t, err := OpenTrie(filepath.Join(dir, KindDep.BinName()))
 	if errors.Is(err, os.ErrNotExist) {
-		data, err := os.ReadFile(filepath.Join(dir, KindDep.TextName()))
+		data, err := regfile.Read(filepath.Join(dir, KindDep.TextName()), maxTextIndex)
 		if err != nil {
 			return nil, err
 		}
@@ -133,6 +135,10 @@ func Open(dir string, kind Kind) (t *Trie, bad []error, err error) {
 	return t, bad, err
 }
 
+// maxTextIndex bounds a text index file; Debian's largest,
+// modules.builtin.modinfo, is under 1 MiB.
+const maxTextIndex = 256 << 20
+
 // LoadText builds the index of the given kind from its text file, with the
 // same keys, values, priorities and value order as the .bin file depmod
 // writes from the same data, so lookups give identical results. order
@@ -141,7 +147,7 @@ func Open(dir string, kind Kind) (t *Trie, bad []error, err error) {
 // first appearance. Malformed lines are skipped and returned in bad as
 // "file:line: reason" errors; the rest of the file still applies.
 func LoadText(path string, kind Kind, order Order) (t *Trie, bad []error, err error) {
-	data, err := os.ReadFile(path)
+	data, err := regfile.Read(path, maxTextIndex)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -4,10 +4,11 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
-	"os"
 	"runtime/debug"
 	"strings"
 	"sync"
+
+	"github.com/modautoload/modautoload/internal/regfile"
 
 	"github.com/modautoload/modautoload/internal/fnmatch"
 	"golang.org/x/sys/unix"
@@ -58,7 +59,7 @@ type Trie struct {
 
 // OpenTrie maps the index file at path read-only and checks its header.
 func OpenTrie(path string) (*Trie, error) {
-	f, err := os.Open(path)
+	f, err := regfile.Open(path)
 	if err != nil {
 		return nil, err
 	}

@@ -7,6 +7,10 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
+
+	"github.com/modautoload/modautoload/internal/regfile"
+	"golang.org/x/sys/unix"
 )
 
 // DefaultDirs returns the modprobe.d directories libkmod reads when no
@@ -23,6 +27,10 @@ func DefaultDirs() []string {
 		"/lib/modprobe.d",
 	}
 }
+
+// maxConfigFile bounds one configuration file: Debian's whole modprobe.d
+// is a few KiB.
+const maxConfigFile = 16 << 20
 
 // LoadOptions says where the configuration comes from.
 type LoadOptions struct {
@@ -56,7 +64,7 @@ type LoadOptions struct {
 func Load(opts LoadOptions) (*Config, error) {
 	c := &Config{}
 	for _, f := range c.configFiles(opts) {
-		data, err := os.ReadFile(f.path)
+		data, err := readConfigFile(f.path)
 		if err != nil {
 			// libkmod skips files it cannot open without a word;
 			// only a missing one is unremarkable.
@@ -155,4 +163,16 @@ func (c *Config) configFiles(opts LoadOptions) []confFile {
 
 func (c *Config) problem(file string, line int, msg string) {
 	c.Problems = append(c.Problems, &ParseError{File: file, Line: line, Msg: msg})
+}
+
+// readConfigFile reads one configuration file. A link to /dev/null (or
+// -C /dev/null) masks by being empty, as libkmod reads it; any other
+// non-regular file is refused without blocking on it.
+func readConfigFile(path string) ([]byte, error) {
+	if st, err := os.Stat(path); err == nil && st.Mode()&fs.ModeCharDevice != 0 {
+		if sys, ok := st.Sys().(*syscall.Stat_t); ok && sys.Rdev == unix.Mkdev(1, 3) {
+			return nil, nil
+		}
+	}
+	return regfile.Read(path, maxConfigFile)
 }

@@ -5,7 +5,9 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/modautoload/modautoload/internal/testfs"
 )
@@ -128,5 +130,28 @@ func TestModuleDirSoftdeps(t *testing.T) {
 	}
 	if len(c.Problems) != 0 {
 		t.Errorf("problems: %v", c.Problems)
+	}
+}
+
+// A FIFO where a configuration file belongs is reported, not waited on:
+// opening it would block start-up, and a reload, for good.
+func TestLoadFIFOIsReported(t *testing.T) {
+	dir := t.TempDir()
+	testfs.WriteFiles(t, dir, map[string]string{"a.conf": "blacklist a\n"})
+	if err := syscall.Mkfifo(filepath.Join(dir, "b.conf"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan *Config, 1)
+	go func() { done <- load(t, LoadOptions{Paths: []string{dir}}) }()
+	select {
+	case c := <-done:
+		if !c.Blacklisted("a") {
+			t.Error("the regular file beside the FIFO was not applied")
+		}
+		if got := problemLines(t, c); len(got) != 1 || got[0] != "b.conf" {
+			t.Errorf("problems %v, want the FIFO", got)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("reading modprobe.d blocked on a FIFO")
 	}
 }
