@@ -71,6 +71,9 @@ func decompress(f *os.File, comp string) ([]byte, error) {
 		defer zr.Close()
 		r = zr
 	case compXZ:
+		if err := checkXZ(f); err != nil {
+			return nil, fmt.Errorf("xz: %w", err)
+		}
 		xr, err := xz.NewReader(f)
 		if err != nil {
 			return nil, err
