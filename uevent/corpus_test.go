@@ -79,7 +79,7 @@ func FuzzParse(f *testing.F) {
 		var b strings.Builder
 		b.WriteString(ev.Action + "@" + ev.DevPath + "\x00")
 		for _, p := range ev.Props {
-			if !validKey(p.Key) || strings.IndexByte(p.Value, 0) >= 0 {
+			if !ValidKey(p.Key) || strings.IndexByte(p.Value, 0) >= 0 {
 				t.Fatalf("kept a bad property %q=%q", p.Key, p.Value)
 			}
 			b.WriteString(p.Key + "=" + p.Value + "\x00")

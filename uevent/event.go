@@ -143,7 +143,7 @@ func (ev *Event) addField(off int, field string) {
 	case !ok:
 		ev.defect(off, "field %q has no '='", clip(field))
 		return
-	case !validKey(key):
+	case !ValidKey(key):
 		ev.defect(off, "bad key %q", clip(key))
 		return
 	}
@@ -194,10 +194,10 @@ func validAction(a string) bool {
 	return true
 }
 
-// validKey accepts what the kernel and drivers put in uevent keys: ASCII
+// ValidKey accepts what the kernel and drivers put in uevent keys: ASCII
 // letters, digits and '_'. Anything else would break `KEY=VALUE` shell
 // consumers downstream.
-func validKey(k string) bool {
+func ValidKey(k string) bool {
 	if k == "" || len(k) > 128 {
 		return false
 	}

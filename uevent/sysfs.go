@@ -51,35 +51,6 @@ func (w *Walker) Walk(fn func(Event) error) error {
 	})
 }
 
-// Trigger writes action ("add", "change", ...) to the uevent file of every
-// device under Root/devices, making the kernel send that event again, as
-// `udevadm trigger` does. It returns how many devices were triggered.
-func (w *Walker) Trigger(action string) (int, error) {
-	if !validAction(action) {
-		return 0, fmt.Errorf("trigger: bad action %q", action)
-	}
-	n := 0
-	err := w.walkUevents(func(dir, _ string) error {
-		path := filepath.Join(dir, "uevent")
-		// No O_CREAT: the file must already exist in sysfs. O_TRUNC is
-		// what a shell's "echo add > uevent" does; sysfs accepts it.
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
-		if err != nil {
-			return w.skip(err)
-		}
-		_, err = f.WriteString(action)
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return w.skip(fmt.Errorf("%s: %w", path, err))
-		}
-		n++
-		return nil
-	})
-	return n, err
-}
-
 // walkUevents visits every directory below Root/devices holding a uevent
 // file. Symlinks (subsystem, driver, device, ...) are never followed, so the
 // walk cannot loop and never leaves the devices tree.
