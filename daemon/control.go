@@ -168,14 +168,12 @@ func (d *Daemon) Load(ctx context.Context, req Request) Response {
 		d.mu.Unlock()
 	}()
 	rs := d.cfg.Rules()
-	var results []loader.ProbeResult
-	err := d.cfg.Resolver.Use(func(r *loader.Resolver) error {
-		var err error
-		results, err = d.cfg.Loader.Probe(ctx, r, req.Name, loader.ProbeOptions{
-			UseBlacklist: req.UseBlacklist, Params: req.Params, IgnoreInstall: req.IgnoreInstall, Allowed: rs.Allowed, Parallel: true,
-		})
-		return err
+	plans, err := d.plan(req.Name, loader.ResolveOptions{
+		UseBlacklist: req.UseBlacklist, Params: req.Params, IgnoreInstall: req.IgnoreInstall, Allowed: rs.Allowed,
 	})
+	// An explicit request asks the kernel again for a module that failed
+	// in this burst: the command line or the kernel has a reason to.
+	results := d.cfg.Loader.Load(ctx, plans, loader.LoadOptions{Parallel: true, Retry: true})
 	resp := Response{OK: err == nil}
 	if err != nil {
 		resp.Error = err.Error()

@@ -34,7 +34,7 @@ type Source interface {
 // Config sets a daemon up. Source, Resolver, Loader and Sysfs are required.
 type Config struct {
 	Source   Source
-	Resolver *loader.Live
+	Resolver *loader.CurrentResolver
 	Loader   *loader.Loader
 	// Rules returns the current event rules; nil means udev's defaults.
 	Rules func() *rules.EventRules
@@ -382,37 +382,50 @@ func (d *Daemon) handle(ctx context.Context, ev *uevent.Event) {
 // kmod builtin.
 func (d *Daemon) load(ctx context.Context, name string, rs *rules.EventRules, ev *uevent.Event) {
 	log := d.cfg.Log.With().Str("name", name).Str("devpath", ev.DevPath).Uint64("seqnum", ev.Seqnum).Logger()
+	plans, err := d.plan(name, loader.ResolveOptions{UseBlacklist: true, Allowed: rs.Allowed})
+	if err != nil {
+		if !errors.Is(err, loader.ErrNotFound) {
+			log.Warn().Err(err).Msg("lookup failed")
+		}
+		return
+	}
+	if d.cfg.DryRun {
+		for _, p := range plans {
+			log.Info().Str("module", p.Name).Bool("blacklisted", p.Blacklisted).Bool("refused", p.Refused).
+				Int("steps", len(p.Steps)).AnErr("plan", p.Err).Msg("would load")
+		}
+		return
+	}
+	for _, res := range d.cfg.Loader.Load(ctx, plans, loader.LoadOptions{Parallel: true}) {
+		switch {
+		case res.Refused:
+			d.refused.Add(1)
+			log.Warn().Str("module", res.Module).Msg("refused: not in the allow-list")
+		case res.Blacklisted:
+			log.Debug().Str("module", res.Module).Msg("blacklisted")
+		case res.Err != nil:
+			// The loader logs each failure once (Loader.Failed);
+			// every event that shared it only notes it.
+			d.loadErrors.Add(1)
+			log.Debug().Str("module", res.Module).Err(res.Err).Msg("load failed")
+		default:
+			log.Debug().Str("module", res.Module).Msg("live")
+		}
+	}
+}
+
+// plan resolves name against the current module database and
+// configuration. The plans hold every decision, so the load that follows
+// needs no resolver and holds nothing a reload or another request waits
+// for.
+func (d *Daemon) plan(name string, o loader.ResolveOptions) ([]loader.Planned, error) {
+	var plans []loader.Planned
 	err := d.cfg.Resolver.Use(func(r *loader.Resolver) error {
-		if d.cfg.DryRun {
-			planned, err := r.Resolve(name, true)
-			for _, p := range planned {
-				log.Info().Str("module", p.Name).Bool("blacklisted", p.Blacklisted).Bool("allowed", rs.Allowed(p.Name)).
-					Int("steps", len(p.Steps)).Msg("would load")
-			}
-			return err
-		}
-		results, err := d.cfg.Loader.Probe(ctx, r, name, loader.ProbeOptions{UseBlacklist: true, Allowed: rs.Allowed, Parallel: true})
-		for _, res := range results {
-			switch {
-			case res.Refused:
-				d.refused.Add(1)
-				log.Warn().Str("module", res.Module).Msg("refused: not in the allow-list")
-			case res.Blacklisted:
-				log.Debug().Str("module", res.Module).Msg("blacklisted")
-			case res.Err != nil:
-				// The loader logs each failure once (Loader.Failed);
-				// every event that shared it only notes it.
-				d.loadErrors.Add(1)
-				log.Debug().Str("module", res.Module).Err(res.Err).Msg("load failed")
-			default:
-				log.Debug().Str("module", res.Module).Msg("live")
-			}
-		}
+		var err error
+		plans, err = r.Resolve(name, o)
 		return err
 	})
-	if err != nil && !errors.Is(err, loader.ErrNotFound) {
-		log.Warn().Err(err).Msg("lookup failed")
-	}
+	return plans, err
 }
 
 // ReadSeqnum reads the kernel's last issued uevent seqnum.

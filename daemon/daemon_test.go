@@ -38,14 +38,14 @@ type rig struct {
 
 func newRig(t *testing.T, rulesText string, mutate func(*Config, *loadertest.Kernel)) *rig {
 	t.Helper()
-	dir := loadertest.ModuleTree(t, map[string][]string{"b": {"a"}}, []string{"a", "b", "slow"})
-	alias := "alias dev:a* a\nalias dev:b* b\nalias dev:slow* slow\n"
+	dir := loadertest.ModuleTree(t, map[string][]string{"b": {"a"}}, []string{"a", "b", "slow", "outer", "inner", "bad"})
+	alias := "alias dev:a* a\nalias dev:b* b\nalias dev:slow* slow\nalias dev:outer* outer\nalias dev:bad* bad\n"
 	if err := os.WriteFile(filepath.Join(dir, "modules.alias"), []byte(alias), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	k := loadertest.NewKernel(t, map[string]loadertest.Module{"slow": {Init: 300 * time.Millisecond}})
 	os.WriteFile(filepath.Join(k.Sysfs, "kernel", "uevent_seqnum"), []byte("0\n"), 0o644)
-	live := &loader.Live{
+	live := &loader.CurrentResolver{
 		Open: func() (*loader.Resolver, error) {
 			db, err := loader.OpenDB(dir)
 			if err != nil {

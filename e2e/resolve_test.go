@@ -71,7 +71,12 @@ func ourShow(t *testing.T, dir string, config []string, inputs []string) string 
 	var b bytes.Buffer
 	for _, in := range inputs {
 		fmt.Fprintf(&b, "== %s\n", in)
-		planned, err := r.Resolve(in, false)
+		planned, err := r.Resolve(in, loader.ResolveOptions{})
+		for _, p := range planned {
+			if p.Err != nil {
+				err = p.Err
+			}
+		}
 		if err != nil || len(planned) == 0 {
 			b.WriteString("NOTFOUND\n")
 			continue

@@ -40,14 +40,14 @@ func (SystemKernel) DeleteModule(name string, flags int) error {
 	return unix.DeleteModule(name, flags)
 }
 
-// Initstate is what sysfs says of a module.
-type Initstate string
+// initstate is what sysfs says of a module.
+type initstate string
 
 const (
-	StateAbsent Initstate = ""       // no /sys/module/NAME: not loaded
-	StateComing Initstate = "coming" // loading: initstate says so, or the directory exists without it
-	StateLive   Initstate = "live"
-	StateGoing  Initstate = "going" // its init failed, or it is being removed
+	stateAbsent initstate = ""       // no /sys/module/NAME: not loaded
+	stateComing initstate = "coming" // loading: initstate says so, or the directory exists without it
+	stateLive   initstate = "live"
+	stateGoing  initstate = "going" // its init failed, or it is being removed
 )
 
 // readInitstate reads /sys/module/NAME/initstate under sysfs. A directory
@@ -55,12 +55,12 @@ const (
 // directory before the attribute, and kmod-18 returning early in that
 // window is the bug this project exists for. Built-in modules are known
 // from the builtin index only, before sysfs is asked.
-func readInitstate(sysfs, name string) (Initstate, error) {
+func readInitstate(sysfs, name string) (initstate, error) {
 	dir := filepath.Join(sysfs, "module", name)
 	data, err := os.ReadFile(filepath.Join(dir, "initstate"))
 	if err == nil {
-		switch s := Initstate(strings.TrimSpace(string(data))); s {
-		case StateLive, StateComing, StateGoing:
+		switch s := initstate(strings.TrimSpace(string(data))); s {
+		case stateLive, stateComing, stateGoing:
 			return s, nil
 		default:
 			return "", fmt.Errorf("%s/initstate: unknown state %.32q", dir, s)
@@ -70,11 +70,11 @@ func readInitstate(sysfs, name string) (Initstate, error) {
 		return "", err
 	}
 	if _, err := os.Stat(dir); err == nil {
-		return StateComing, nil
+		return stateComing, nil
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return "", err
 	}
-	return StateAbsent, nil
+	return stateAbsent, nil
 }
 
 // checkModuleName refuses names that could not be a kernel module's and

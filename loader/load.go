@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strings"
@@ -12,13 +13,29 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/modautoload/modautoload/internal/regfile"
+
 	"golang.org/x/sys/unix"
 )
 
-// DefaultLiveTimeout bounds the wait for a module someone else is loading.
-// Init functions that probe hardware or benchmark (raid6_pq) take seconds
-// under emulation; udevd gives an event 180 s.
+// DefaultLiveTimeout bounds the wait for a module to go live, whoever
+// loads it. Init functions that probe hardware or benchmark (raid6_pq)
+// take seconds under emulation; udevd gives an event 180 s.
 const DefaultLiveTimeout = 120 * time.Second
+
+// DefaultCommandTimeout bounds a modprobe.d install or remove command;
+// then its process group is killed. Such commands normally take
+// milliseconds (/bin/true, a modprobe of something else).
+const DefaultCommandTimeout = 30 * time.Second
+
+// maxCommandOutput bounds what is kept of a command's output for its
+// error message.
+const maxCommandOutput = 4 << 10
+
+// ErrNotLive reports a module still not live when the live timeout ran
+// out: its init is still running (or stuck). The load goes on in the
+// kernel, and the module is not handed to the kernel again meanwhile.
+var ErrNotLive = errors.New("not live within the live timeout")
 
 // ErrGone reports a module that disappeared while we waited for it to
 // become live: its init failed in another loader, which sends no uevent.
@@ -53,7 +70,8 @@ type Stats struct {
 	Deduplicated uint64 // requests answered by a load already in flight or a failure of this burst
 	AlreadyLive  uint64 // requests for modules that were already live or built in
 	Waited       uint64 // modules someone else was loading, waited for until live
-	InFlight     int64
+	InFlight     int64  // loads callers are waiting for
+	InKernel     int64  // finit_module/init_module calls not yet returned, including loads given up on
 }
 
 // ModuleState is the last known state of a module this loader dealt with.
@@ -70,8 +88,12 @@ type Loader struct {
 	Kernel Kernel
 	// Sysfs is the sysfs mount point, normally /sys.
 	Sysfs string
-	// LiveTimeout bounds waits for other loaders; 0 means DefaultLiveTimeout.
+	// LiveTimeout bounds every wait for a module to go live, our own
+	// finit_module's included; 0 means DefaultLiveTimeout.
 	LiveTimeout time.Duration
+	// CommandTimeout bounds install and remove commands; 0 means
+	// DefaultCommandTimeout.
+	CommandTimeout time.Duration
 	// Failed, if set, is told of each failed load once, however many
 	// callers shared it (the daemon logs there, not per event).
 	Failed func(module string, err error)
@@ -79,6 +101,8 @@ type Loader struct {
 	// without a shell, or a locked-down one). "/bin/true" and "/bin/false"
 	// still act as the disabling idiom they are, without a shell.
 	NoShell bool
+
+	flock func(fd, how int) error // unix.Flock; a seam for file systems without it
 
 	ctx    context.Context // ends with Shutdown; loads run under it, not under a caller's
 	cancel context.CancelFunc
@@ -92,7 +116,7 @@ type Loader struct {
 	states   map[string]ModuleState
 
 	loaded, failed, dedup, already, waited atomic.Uint64
-	inFlight                               atomic.Int64
+	inFlight, inKernel                     atomic.Int64
 }
 
 type flight struct {
@@ -109,7 +133,7 @@ type failure struct {
 func NewLoader(kernel Kernel, sysfs string) *Loader {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Loader{
-		Kernel: kernel, Sysfs: sysfs, ctx: ctx, cancel: cancel,
+		Kernel: kernel, Sysfs: sysfs, ctx: ctx, cancel: cancel, flock: unix.Flock,
 		inflight: map[string]*flight{}, failures: map[string]failure{},
 		wake: map[string]chan struct{}{}, states: map[string]ModuleState{},
 	}
@@ -155,6 +179,7 @@ func (l *Loader) Stats() Stats {
 	return Stats{
 		Loaded: l.loaded.Load(), Failed: l.failed.Load(), Deduplicated: l.dedup.Load(),
 		AlreadyLive: l.already.Load(), Waited: l.waited.Load(), InFlight: l.inFlight.Load(),
+		InKernel: l.inKernel.Load(),
 	}
 }
 
@@ -170,11 +195,11 @@ func (l *Loader) States() map[string]ModuleState {
 	return out
 }
 
-// Ensure makes the module of one plan step built in or live. A module
+// ensure makes the module of one plan step built in or live. A module
 // another caller is loading is waited for and its result shared; a module
-// that failed in this burst fails again at once. ctx bounds only this
-// caller's wait: the load itself goes on for the others.
-func (l *Loader) Ensure(ctx context.Context, s Step) error {
+// that failed in this burst fails again at once, unless retry. ctx bounds
+// only this caller's wait: the load itself goes on for the others.
+func (l *Loader) ensure(ctx context.Context, s Step, retry bool) error {
 	if s.Builtin && s.Path == "" && !s.HasInstall {
 		l.already.Add(1)
 		l.setState(s.Name, "builtin", nil)
@@ -188,7 +213,7 @@ func (l *Loader) Ensure(ctx context.Context, s Step) error {
 	switch {
 	case ok:
 		l.dedup.Add(1)
-	case l.failures[s.Name].err != nil && l.failures[s.Name].burst == l.burst:
+	case !retry && l.failures[s.Name].err != nil && l.failures[s.Name].burst == l.burst:
 		err := l.failures[s.Name].err
 		l.mu.Unlock()
 		l.dedup.Add(1)
@@ -255,12 +280,12 @@ func (l *Loader) load(s Step) error {
 	if s.HasInstall {
 		// No file lock here: an install command may well run modprobe
 		// for this very module.
-		return l.runInstall(s)
+		return l.runCommand("install", s.Name, s.Install, s.Options)
 	}
 	if s.Path == "" {
 		return &LoadError{Module: s.Name, Op: "find", Err: fmt.Errorf("not in modules.dep: %w", unix.ENOENT)}
 	}
-	f, err := os.OpenFile(s.Path, os.O_RDONLY|syscall.O_CLOEXEC, 0)
+	f, err := regfile.Open(s.Path)
 	if err != nil {
 		return &LoadError{Module: s.Name, Path: s.Path, Op: "open", Err: err}
 	}
@@ -283,8 +308,10 @@ func (l *Loader) load(s Step) error {
 	// is done as soon as the kernel says live.
 	result := make(chan error, 1)
 	l.wg.Add(1)
+	l.inKernel.Add(1)
 	go func() {
 		defer l.wg.Done()
+		defer l.inKernel.Add(-1)
 		defer f.Close() // and with it the lock
 		result <- l.insert(s, f)
 	}()
@@ -313,34 +340,11 @@ func (l *Loader) load(s Step) error {
 
 // untilLive waits for the outcome of our own finit_module: its error, or
 // the module live (the add@/module uevent or initstate), whichever comes
-// first. The kernel is working on it, so there is no timeout; shutdown
-// ends the wait.
+// first, bounded by the live timeout. Past it the call goes on in the
+// kernel, holding the module file's lock, so nobody hands the module to
+// the kernel again until it returns.
 func (l *Loader) untilLive(name string, result <-chan error) error {
-	delay := time.Millisecond
-	for {
-		ch := l.wakeChan(name)
-		select {
-		case err := <-result:
-			return err
-		default:
-		}
-		if st, err := readInitstate(l.Sysfs, name); err == nil && st == StateLive {
-			return nil
-		}
-		poll := time.NewTimer(delay)
-		select {
-		case err := <-result:
-			poll.Stop()
-			return err
-		case <-ch:
-		case <-poll.C:
-		case <-l.ctx.Done():
-			poll.Stop()
-			return &LoadError{Module: name, Op: "wait", Err: l.ctx.Err()}
-		}
-		poll.Stop()
-		delay = min(delay*2, 50*time.Millisecond)
-	}
+	return l.waitFor(name, result, func(st initstate) (bool, error) { return st == stateLive, nil })
 }
 
 // wakeChan returns the channel ModuleEvent closes for name. Taken before
@@ -365,13 +369,13 @@ func (l *Loader) settled(name string) (bool, error) {
 		return true, &LoadError{Module: name, Op: "read initstate", Err: err}
 	}
 	switch st {
-	case StateLive:
+	case stateLive:
 		l.already.Add(1)
 		return true, nil
-	case StateComing:
+	case stateComing:
 		l.waited.Add(1)
 		return true, l.waitLive(name)
-	case StateGoing:
+	case stateGoing:
 		if err := l.waitGone(name); err != nil {
 			return true, err
 		}
@@ -380,24 +384,29 @@ func (l *Loader) settled(name string) (bool, error) {
 }
 
 // lock takes an exclusive flock on the module file, polling so that a
-// stuck holder cannot hold us past the live timeout or shutdown.
+// stuck holder cannot hold us past the live timeout or shutdown. Where the
+// file system has no flock (NFS without lockd, some FUSE and 9p roots)
+// there is nothing to take: loads in this process are still serialized,
+// and kmod takes no lock at all.
 func (l *Loader) lock(f *os.File) error {
 	deadline := time.Now().Add(l.liveTimeout())
-	delay := time.Millisecond
+	var b backoff
 	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
+		err := l.flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, unix.ENOLCK), errors.Is(err, unix.EOPNOTSUPP), errors.Is(err, unix.ENOSYS), errors.Is(err, unix.EINVAL):
+			return nil
+		case !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR):
 			return err
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("held by another process for %s", l.liveTimeout())
 		}
-		select {
-		case <-time.After(delay):
-		case <-l.ctx.Done():
+		if !b.sleep(l.ctx) {
 			return l.ctx.Err()
 		}
-		delay = min(delay*2, 50*time.Millisecond)
 	}
 }
 
@@ -406,6 +415,34 @@ func (l *Loader) liveTimeout() time.Duration {
 		return DefaultLiveTimeout
 	}
 	return l.LiveTimeout
+}
+
+func (l *Loader) commandTimeout() time.Duration {
+	if l.CommandTimeout <= 0 {
+		return DefaultCommandTimeout
+	}
+	return l.CommandTimeout
+}
+
+// backoff spaces out polls of sysfs and of a lock: 1 ms, doubling to
+// 50 ms, so a quick load is seen at once and a slow one costs little.
+type backoff struct{ d time.Duration }
+
+func (b *backoff) next() time.Duration {
+	b.d = min(max(2*b.d, time.Millisecond), 50*time.Millisecond)
+	return b.d
+}
+
+// sleep waits for the next poll; false when ctx ended first.
+func (b *backoff) sleep(ctx context.Context) bool {
+	t := time.NewTimer(b.next())
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // insert hands the open module file to the kernel: the file descriptor when
@@ -437,15 +474,16 @@ func (l *Loader) insert(s Step, f *os.File) error {
 	return nil
 }
 
-// waitLive waits until the module is live. The daemon's add@/module/NAME
-// uevent wakes it at once; polling with backoff covers the one-shot tools
-// and a failed init, which sends no uevent and removes the directory.
+// waitLive waits until a module someone else is loading is live. The
+// daemon's add@/module/NAME uevent wakes it at once; polling with backoff
+// covers the one-shot tools and a failed init, which sends no uevent and
+// removes the directory.
 func (l *Loader) waitLive(name string) error {
-	return l.waitFor(name, func(st Initstate) (bool, error) {
+	return l.waitFor(name, nil, func(st initstate) (bool, error) {
 		switch st {
-		case StateLive:
+		case stateLive:
 			return true, nil
-		case StateAbsent, StateGoing:
+		case stateAbsent, stateGoing:
 			return false, &LoadError{Module: name, Op: "wait", Err: ErrGone}
 		}
 		return false, nil
@@ -454,15 +492,18 @@ func (l *Loader) waitLive(name string) error {
 
 // waitGone waits until a going module has left.
 func (l *Loader) waitGone(name string) error {
-	return l.waitFor(name, func(st Initstate) (bool, error) { return st == StateAbsent, nil })
+	return l.waitFor(name, nil, func(st initstate) (bool, error) { return st == stateAbsent, nil })
 }
 
-func (l *Loader) waitFor(name string, done func(Initstate) (bool, error)) error {
+// waitFor polls the module's initstate until done says so, woken early by
+// ModuleEvent, bounded by the live timeout and shutdown. A non-nil result
+// is our own finit_module's outcome, which ends the wait too.
+func (l *Loader) waitFor(name string, result <-chan error, done func(initstate) (bool, error)) error {
 	timeout := l.liveTimeout()
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
-	delay := time.Millisecond
-	var last Initstate
+	var b backoff
+	var last initstate
 	var ch chan struct{}
 	defer func() {
 		l.mu.Lock()
@@ -472,7 +513,14 @@ func (l *Loader) waitFor(name string, done func(Initstate) (bool, error)) error 
 		l.mu.Unlock()
 	}()
 	for {
+		// Taken before looking at sysfs, so an event between the look
+		// and the wait is not lost.
 		ch = l.wakeChan(name)
+		select {
+		case err := <-result:
+			return err
+		default:
+		}
 		st, err := readInitstate(l.Sysfs, name)
 		if err != nil {
 			return &LoadError{Module: name, Op: "wait", Err: err}
@@ -481,40 +529,84 @@ func (l *Loader) waitFor(name string, done func(Initstate) (bool, error)) error 
 		if ok, err := done(st); ok || err != nil {
 			return err
 		}
-		poll := time.NewTimer(delay)
+		poll := time.NewTimer(b.next())
 		select {
+		case err := <-result:
+			poll.Stop()
+			return err
 		case <-ch:
 		case <-poll.C:
 		case <-deadline.C:
 			poll.Stop()
-			return &LoadError{Module: name, Op: "wait", Err: fmt.Errorf("timed out after %s (initstate %q)", timeout, last)}
+			return &LoadError{Module: name, Op: "wait", Err: fmt.Errorf("%w (%s, initstate %q)", ErrNotLive, timeout, last)}
 		case <-l.ctx.Done():
 			poll.Stop()
 			return &LoadError{Module: name, Op: "wait", Err: l.ctx.Err()}
 		}
 		poll.Stop()
-		delay = min(delay*2, 50*time.Millisecond)
 	}
 }
 
-// runInstall runs a modprobe.d install command in place of loading, as
-// kmod does: through /bin/sh -c, with $CMDLINE_OPTS replaced by the
-// module's options and MODPROBE_MODULE set.
-func (l *Loader) runInstall(s Step) error {
-	cmd := strings.TrimSpace(s.Install)
-	switch {
+// runCommand runs a modprobe.d install or remove command in place of
+// loading or unloading, as kmod does: through /bin/sh -c, with
+// $CMDLINE_OPTS replaced by the module's options and MODPROBE_MODULE set.
+// It is bounded: past CommandTimeout its process group is killed, and
+// background children it leaves holding its output do not hold us.
+func (l *Loader) runCommand(op, module, command, options string) error {
+	fail := func(err error) error { return &LoadError{Module: module, Op: op, Err: err} }
+	switch cmd := strings.TrimSpace(command); {
 	case cmd == "/bin/true" || cmd == "true":
 		return nil
 	case cmd == "/bin/false" || cmd == "false":
-		return &LoadError{Module: s.Name, Op: "install", Err: fmt.Errorf("disabled by %q in modprobe.d", cmd)}
+		return fail(fmt.Errorf("disabled by %q in modprobe.d", cmd))
 	case l.NoShell:
-		return &LoadError{Module: s.Name, Op: "install", Err: fmt.Errorf("install command %q not run: install commands are disabled", cmd)}
+		return fail(fmt.Errorf("%s command %q not run: commands are disabled", op, cmd))
 	}
-	c := exec.CommandContext(l.ctx, "/bin/sh", "-c", strings.ReplaceAll(s.Install, "$CMDLINE_OPTS", s.Options))
-	c.Env = append(os.Environ(), "MODPROBE_MODULE="+s.Name)
-	out, err := c.CombinedOutput()
+	timeout := l.commandTimeout()
+	ctx, cancel := context.WithTimeout(l.ctx, timeout)
+	defer cancel()
+	c := exec.CommandContext(ctx, "/bin/sh", "-c", strings.ReplaceAll(command, "$CMDLINE_OPTS", options))
+	c.Env = append(os.Environ(), "MODPROBE_MODULE="+module)
+	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	c.Cancel = func() error { return syscall.Kill(-c.Process.Pid, syscall.SIGKILL) }
+	// The output goes to a pipe we drain ourselves rather than through
+	// exec's copying, whose Wait would wait for every background child
+	// holding the pipe ("install foo true; sleep 3 &").
+	r, w, err := os.Pipe()
 	if err != nil {
-		return &LoadError{Module: s.Name, Op: "install", Err: fmt.Errorf("%q: %w: %s", s.Install, err, strings.TrimSpace(string(out)))}
+		return fail(err)
+	}
+	defer r.Close()
+	c.Stdout, c.Stderr = w, w
+	err = c.Start()
+	w.Close()
+	if err != nil {
+		return fail(err)
+	}
+	var out boundedBuffer
+	drained := make(chan struct{})
+	go func() { defer close(drained); io.Copy(&out, r) }()
+	err = c.Wait()
+	r.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	<-drained
+	switch {
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return fail(fmt.Errorf("%q did not finish within %s; killed: %s", command, timeout, out.text()))
+	case err != nil:
+		return fail(fmt.Errorf("%q: %w: %s", command, err, out.text()))
 	}
 	return nil
 }
+
+// boundedBuffer keeps the first maxCommandOutput bytes written to it and
+// drops the rest, so a chatty command cannot fill memory.
+type boundedBuffer struct{ b []byte }
+
+func (o *boundedBuffer) Write(p []byte) (int, error) {
+	if room := maxCommandOutput - len(o.b); room > 0 {
+		o.b = append(o.b, p[:min(room, len(p))]...)
+	}
+	return len(p), nil
+}
+
+func (o *boundedBuffer) text() string { return strings.TrimSpace(string(o.b)) }

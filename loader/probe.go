@@ -7,48 +7,46 @@ import (
 	"sync"
 )
 
-// ErrNotFound is returned by Probe when nothing matches the name.
+// ErrNotFound is returned by Resolve when nothing matches the name.
 var ErrNotFound = errors.New("module not found")
 
-// ProbeOptions are modprobe's choices for one probe.
-type ProbeOptions struct {
+// ResolveOptions are modprobe's choices for what a name resolves to.
+type ResolveOptions struct {
 	// UseBlacklist applies the blacklist to modules asked for by name too
-	// (modprobe -b); modules reached through an alias are always checked.
+	// (modprobe -b, udev); modules reached through an alias are always
+	// checked.
 	UseBlacklist bool
 	// Params are extra options for the named module (modprobe NAME
 	// PARAM=VALUE...).
 	Params string
-	// IgnoreInstall loads the module itself even if it has an install
+	// IgnoreInstall plans the module itself even if it has an install
 	// command (modprobe -i).
 	IgnoreInstall bool
-	// Before, if set, is called before each step is carried out (modprobe
-	// -v prints it).
-	Before func(Step)
-	// Parallel loads the steps of a plan as soon as the steps they come
-	// After are done, rather than one by one (the daemon; modprobe keeps
-	// kmod's order, which -v shows).
-	Parallel bool
 	// Allowed, if set, is asked about each module the name resolves to; a
-	// module it refuses is not loaded (allow-list mode). Its dependencies
+	// module it refuses is not planned (allow-list mode). Its dependencies
 	// are implied by it and not asked about.
 	Allowed func(module string) bool
 }
 
-// ProbeResult is the outcome for one module a probe resolved to.
-type ProbeResult struct {
-	Module      string
+// Planned is one module a lookup found, with what loading it takes.
+type Planned struct {
+	*Module
+	// Blacklisted is set when the blacklist keeps the module out, Refused
+	// when ResolveOptions.Allowed does, Err when it could not be planned;
+	// Steps is empty then.
 	Blacklisted bool
-	Refused     bool  // not allowed by ProbeOptions.Allowed
-	Err         error // the first failure of a required step
+	Refused     bool
+	Err         error
+	Steps       []Step
 }
 
-// Probe resolves name with r and loads each module it resolves to, each
-// after its dependencies and between its soft dependencies, as modprobe
-// does. A failed soft dependency is ignored; a failed dependency stops that
-// module. Modules listed twice by the lookup are loaded once. The error is
-// for the lookup (ErrNotFound, a bad name); load failures are in the
-// results.
-func (l *Loader) Probe(ctx context.Context, r *Resolver, name string, o ProbeOptions) ([]ProbeResult, error) {
+// Resolve looks name up and plans each module found, as modprobe does:
+// every decision about what loads (lookup, blacklist, allow-list,
+// dependencies, options, install commands) is made here, against this one
+// immutable resolver, and none is left for the load. A module listed twice
+// by the lookup is planned once. The error is for the lookup (ErrNotFound,
+// a bad name); a module that cannot be planned carries its own Err.
+func (r *Resolver) Resolve(name string, o ResolveOptions) ([]Planned, error) {
 	mods, err := r.Lookup(name)
 	if err != nil {
 		return nil, err
@@ -56,47 +54,78 @@ func (l *Loader) Probe(ctx context.Context, r *Resolver, name string, o ProbeOpt
 	if len(mods) == 0 {
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, name)
 	}
-	var results []ProbeResult
+	out := make([]Planned, 0, len(mods))
 	seen := map[string]bool{}
 	for _, m := range mods {
 		if seen[m.Name] {
 			continue
 		}
 		seen[m.Name] = true
-		res := ProbeResult{Module: m.Name}
-		if r.Blacklisted(m) && (m.Alias != "" || o.UseBlacklist) {
-			res.Blacklisted = true
-			results = append(results, res)
-			continue
+		p := Planned{Module: m}
+		switch {
+		case r.Blacklisted(m) && (m.Alias != "" || o.UseBlacklist):
+			p.Blacklisted = true
+		case o.Allowed != nil && !o.Allowed(m.Name):
+			p.Refused = true
+		default:
+			p.Steps, p.Err = r.Plan(m, o.Params, o.IgnoreInstall)
 		}
-		if o.Allowed != nil && !o.Allowed(m.Name) {
-			res.Refused = true
-			results = append(results, res)
-			continue
-		}
-		steps, err := r.Plan(m, o.Params, o.IgnoreInstall)
-		if err != nil {
-			res.Err = err
-			results = append(results, res)
-			continue
-		}
-		if o.Parallel {
-			res.Err = l.runParallel(ctx, steps)
-		} else {
-			res.Err = l.run(ctx, steps, o.Before)
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// LoadOptions are the choices for carrying plans out.
+type LoadOptions struct {
+	// Before, if set, is called before each step is carried out (modprobe
+	// -v prints it).
+	Before func(Step)
+	// Parallel loads the steps of a plan as soon as the steps they come
+	// After are done, rather than one by one (the daemon; modprobe keeps
+	// kmod's order, which -v shows).
+	Parallel bool
+	// Retry asks the kernel again for a module that failed earlier in
+	// this burst: the request is explicit (a command line, the kernel's
+	// helper), not one more event of a storm.
+	Retry bool
+}
+
+// Result is the outcome for one planned module.
+type Result struct {
+	Module      string
+	Blacklisted bool
+	Refused     bool
+	Err         error // the planning error, or the first failure of a required step
+}
+
+// Load carries out plans: each module after its dependencies and between
+// its soft dependencies. A failed soft dependency is ignored; a failed
+// dependency stops that module. It needs no resolver: plans hold every
+// decision, so no lock a reload or another request could want is held
+// while the kernel works.
+func (l *Loader) Load(ctx context.Context, plans []Planned, o LoadOptions) []Result {
+	results := make([]Result, 0, len(plans))
+	for _, p := range plans {
+		res := Result{Module: p.Name, Blacklisted: p.Blacklisted, Refused: p.Refused, Err: p.Err}
+		if !p.Blacklisted && !p.Refused && p.Err == nil {
+			if o.Parallel {
+				res.Err = l.runParallel(ctx, p.Steps, o.Retry)
+			} else {
+				res.Err = l.run(ctx, p.Steps, o)
+			}
 		}
 		results = append(results, res)
 	}
-	return results, nil
+	return results
 }
 
 // run carries out a plan in order.
-func (l *Loader) run(ctx context.Context, steps []Step, before func(Step)) error {
+func (l *Loader) run(ctx context.Context, steps []Step, o LoadOptions) error {
 	for _, s := range steps {
-		if before != nil {
-			before(s)
+		if o.Before != nil {
+			o.Before(s)
 		}
-		if err := l.Ensure(ctx, s); err != nil && s.Required {
+		if err := l.ensure(ctx, s, o.Retry); err != nil && s.Required {
 			return err
 		}
 	}
@@ -108,7 +137,7 @@ func (l *Loader) run(ctx context.Context, steps []Step, before func(Step)) error
 // for kvm_amd) load at once. A step whose required predecessor failed is
 // not tried; as with run, the first failure of a required step is the
 // result.
-func (l *Loader) runParallel(ctx context.Context, steps []Step) error {
+func (l *Loader) runParallel(ctx context.Context, steps []Step, retry bool) error {
 	done := make([]chan struct{}, len(steps))
 	errs := make([]error, len(steps))
 	for i := range steps {
@@ -132,7 +161,7 @@ func (l *Loader) runParallel(ctx context.Context, steps []Step) error {
 					return
 				}
 			}
-			errs[i] = l.Ensure(ctx, steps[i])
+			errs[i] = l.ensure(ctx, steps[i], retry)
 		}()
 	}
 	wg.Wait()

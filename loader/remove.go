@@ -42,13 +42,13 @@ func (l *Loader) removeOne(r *Resolver, name string, asked bool) error {
 		return err
 	}
 	if cmd, ok := r.Config.Remove(name); ok {
-		return l.runInstall(Step{Name: name, Install: cmd, HasInstall: true})
+		return l.runCommand("remove", name, cmd, "")
 	}
 	st, err := readInitstate(l.Sysfs, name)
 	if err != nil {
 		return err
 	}
-	if st == StateAbsent {
+	if st == stateAbsent {
 		if builtin, _ := r.DB.isBuiltin(name); builtin && asked {
 			return fmt.Errorf("%s: %w", name, ErrBuiltin)
 		}

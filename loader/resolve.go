@@ -351,38 +351,6 @@ func normalizeAlias(s string) (string, error) {
 	return norm, nil
 }
 
-// Planned is one module a lookup found, with what loading it takes.
-type Planned struct {
-	*Module
-	// Blacklisted is set when the blacklist keeps the module out; Steps is
-	// then empty.
-	Blacklisted bool
-	Steps       []Step
-}
-
-// Resolve looks name up and plans each module found, as modprobe does: the
-// blacklist keeps out modules found through an alias, and with
-// useBlacklist (modprobe -b, udev) modules found by name too.
-func (r *Resolver) Resolve(name string, useBlacklist bool) ([]Planned, error) {
-	mods, err := r.Lookup(name)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]Planned, 0, len(mods))
-	for _, m := range mods {
-		if r.Blacklisted(m) && (m.Alias != "" || useBlacklist) {
-			out = append(out, Planned{Module: m, Blacklisted: true})
-			continue
-		}
-		steps, err := r.Plan(m, "", false)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, Planned{Module: m, Steps: steps})
-	}
-	return out, nil
-}
-
 // WriteShowDepends prints load plans as modprobe --show-depends does, byte
 // for byte (trailing blanks included), since scripts parse that output.
 func WriteShowDepends(w io.Writer, steps []Step) error {

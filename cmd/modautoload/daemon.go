@@ -9,7 +9,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
-	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -39,9 +38,6 @@ SIGHUP reloads rules, modprobe.d and the module indexes; SIGTERM stops.`
 // kernel.
 const shutdownBound = 10 * time.Second
 
-// memoryLimit is the daemon's soft limit for the Go runtime's memory.
-const memoryLimit = 4 << 20
-
 func runDaemon(ctx context.Context, env *cliEnv, args []string) int {
 	var (
 		s            optSet
@@ -56,6 +52,8 @@ func runDaemon(ctx context.Context, env *cliEnv, args []string) int {
 		exitIdle     string
 		rulePaths    []string
 		liveInterval = "3s"
+		liveTimeout  = loader.DefaultLiveTimeout.String()
+		cmdTimeout   = loader.DefaultCommandTimeout.String()
 	)
 	s.boolVar(&coldplug, 0, "coldplug", "handle every device present at start")
 	s.boolVar(&dryRun, 0, "dry-run", "log what would load; load nothing")
@@ -66,6 +64,8 @@ func runDaemon(ctx context.Context, env *cliEnv, args []string) int {
 	s.intVar(&readyFD, 0, "ready-fd", "N", "write READY=1 to file descriptor N, then close it, once listening")
 	s.stringsVar(&rulePaths, 0, "rules", "PATH", "event rules file or directory instead of the standard ones; repeatable")
 	s.stringVar(&liveInterval, 0, "index-check", "DURATION", "how often to look for rewritten indexes and modprobe.d (default 3s)")
+	s.stringVar(&liveTimeout, 0, "live-timeout", "DURATION", "how long a load may take to go live before it is reported as still initializing (default "+liveTimeout+")")
+	s.stringVar(&cmdTimeout, 0, "command-timeout", "DURATION", "how long a modprobe.d install or remove command may run before it is killed (default "+cmdTimeout+")")
 	mods.register(&s)
 	logOpts.register(&s)
 	rest, code := parseArgs(env, "daemon", daemonHelp, &s, args)
@@ -82,23 +82,27 @@ func runDaemon(ctx context.Context, env *cliEnv, args []string) int {
 		log.Error().Str("argument", rest[0]).Msg("unexpected argument")
 		return 2
 	}
-	var idle, interval time.Duration
+	var idle time.Duration
 	if exitIdle != "" {
-		if idle, err = time.ParseDuration(exitIdle); err != nil || idle <= 0 {
-			log.Error().Str("exit-when-idle", exitIdle).Msg("not a positive duration")
+		if idle, err = positiveDuration("exit-when-idle", exitIdle); err != nil {
+			log.Error().Err(err).Msg("bad option")
 			return 2
 		}
 	}
-	if interval, err = time.ParseDuration(liveInterval); err != nil || interval <= 0 {
-		log.Error().Str("index-check", liveInterval).Msg("not a positive duration")
+	interval, err := positiveDuration("index-check", liveInterval)
+	if err != nil {
+		log.Error().Err(err).Msg("bad option")
 		return 2
 	}
-
-	// A long-running daemon in an initramfs or a small device: keep the
-	// Go heap near what it uses (a few MiB) unless GOMEMLIMIT says
-	// otherwise. The collector then runs more often, on a small heap.
-	if os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(memoryLimit)
+	liveBound, err := positiveDuration("live-timeout", liveTimeout)
+	if err != nil {
+		log.Error().Err(err).Msg("bad option")
+		return 2
+	}
+	cmdBound, err := positiveDuration("command-timeout", cmdTimeout)
+	if err != nil {
+		log.Error().Err(err).Msg("bad option")
+		return 2
 	}
 
 	// Listen before anything else: events from now on are ours; those
@@ -120,6 +124,7 @@ func runDaemon(ctx context.Context, env *cliEnv, args []string) int {
 	ruleSet.Store(loadRules(rulePaths, log))
 
 	ld := loader.NewLoader(loader.SystemKernel{}, "/sys")
+	ld.LiveTimeout, ld.CommandTimeout = liveBound, cmdBound
 	ld.Failed = func(module string, err error) {
 		// ENODEV and ENXIO are the init saying "no such hardware here":
 		// expected on every boot for some aliases (CPU features, ACPI
@@ -180,9 +185,18 @@ func runDaemon(ctx context.Context, env *cliEnv, args []string) int {
 	return 0
 }
 
+// positiveDuration parses the value of a duration option.
+func positiveDuration(option, value string) (time.Duration, error) {
+	d, err := time.ParseDuration(value)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("--%s %q: not a positive duration", option, value)
+	}
+	return d, nil
+}
+
 // liveResolver opens the module database and configuration, reopened when
 // depmod or an administrator changes them.
-func liveResolver(mods *moduleOptions, log zerolog.Logger, interval time.Duration) (*loader.Live, error) {
+func liveResolver(mods *moduleOptions, log zerolog.Logger, interval time.Duration) (*loader.CurrentResolver, error) {
 	dir, err := mods.moduleDir()
 	if err != nil {
 		return nil, err
@@ -196,7 +210,7 @@ func liveResolver(mods *moduleOptions, log zerolog.Logger, interval time.Duratio
 	} else {
 		watch = append(watch, modprobed.DefaultDirs()...)
 	}
-	live := &loader.Live{
+	live := &loader.CurrentResolver{
 		Open:     func() (*loader.Resolver, error) { return mods.openResolver(log) },
 		Watch:    watch,
 		Interval: interval,
@@ -229,7 +243,7 @@ func loadRules(paths []string, log zerolog.Logger) *rules.EventRules {
 
 // reloadOnHUP reloads everything on SIGHUP; what fails to load keeps its
 // previous good state.
-func reloadOnHUP(ctx context.Context, live *loader.Live, ruleSet *atomic.Pointer[rules.EventRules], paths []string, log zerolog.Logger) {
+func reloadOnHUP(ctx context.Context, live *loader.CurrentResolver, ruleSet *atomic.Pointer[rules.EventRules], paths []string, log zerolog.Logger) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)

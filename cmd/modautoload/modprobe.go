@@ -163,31 +163,34 @@ func loadViaDaemon(ctx context.Context, log zerolog.Logger, names []string, para
 func showModules(out *bufio.Writer, log zerolog.Logger, r *loader.Resolver, names []string, params string, f modprobeFlags) int {
 	status := 0
 	for _, name := range names {
-		mods, err := r.Lookup(name)
-		if err != nil || len(mods) == 0 {
+		if f.resolveAlias {
+			mods, err := r.Lookup(name)
+			if err != nil || len(mods) == 0 {
+				notFound(log, r, name, err)
+				status = 1
+				continue
+			}
+			for _, m := range mods {
+				if !(f.useBlacklist && r.Blacklisted(m)) {
+					fmt.Fprintln(out, m.Name)
+				}
+			}
+			continue
+		}
+		plans, err := r.Resolve(name, loader.ResolveOptions{UseBlacklist: f.useBlacklist, Params: params, IgnoreInstall: f.ignoreInstall})
+		if err != nil {
 			notFound(log, r, name, err)
 			status = 1
 			continue
 		}
-		for _, m := range mods {
-			blacklisted := r.Blacklisted(m)
-			if f.resolveAlias {
-				if !(blacklisted && f.useBlacklist) {
-					fmt.Fprintln(out, m.Name)
-				}
-				continue
-			}
-			if blacklisted && (m.Alias != "" || f.useBlacklist) {
-				continue
-			}
-			steps, err := r.Plan(m, params, f.ignoreInstall)
-			if err != nil {
-				log.Error().Err(err).Str("module", m.Name).Msg("cannot plan")
+		for _, p := range plans {
+			if p.Err != nil {
+				log.Error().Err(p.Err).Str("module", p.Name).Msg("cannot plan")
 				status = 1
 				continue
 			}
 			if f.showDepends || f.verbose {
-				loader.WriteShowDepends(out, steps)
+				loader.WriteShowDepends(out, p.Steps)
 			}
 		}
 	}
@@ -197,7 +200,8 @@ func showModules(out *bufio.Writer, log zerolog.Logger, r *loader.Resolver, name
 func loadModules(ctx context.Context, out *bufio.Writer, log zerolog.Logger, r *loader.Resolver, names []string, params string, f modprobeFlags) int {
 	l := loader.NewLoader(loader.SystemKernel{}, "/sys")
 	defer l.Shutdown(context.Background())
-	opts := loader.ProbeOptions{UseBlacklist: f.useBlacklist, Params: params, IgnoreInstall: f.ignoreInstall}
+	ropts := loader.ResolveOptions{UseBlacklist: f.useBlacklist, Params: params, IgnoreInstall: f.ignoreInstall}
+	var opts loader.LoadOptions
 	if f.verbose {
 		opts.Before = func(s loader.Step) {
 			loader.WriteShowDepends(out, []loader.Step{s})
@@ -206,13 +210,13 @@ func loadModules(ctx context.Context, out *bufio.Writer, log zerolog.Logger, r *
 	}
 	status := 0
 	for _, name := range names {
-		results, err := l.Probe(ctx, r, name, opts)
+		plans, err := r.Resolve(name, ropts)
 		if err != nil {
 			notFound(log, r, name, err)
 			status = 1
 			continue
 		}
-		for _, res := range results {
+		for _, res := range l.Load(ctx, plans, opts) {
 			switch {
 			case res.Blacklisted:
 				log.Debug().Str("module", res.Module).Str("name", name).Msg("blacklisted, not loaded")

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -116,12 +117,19 @@ type resolvedModule struct {
 // resolve answers one alias in the shape of --json.
 func resolve(r *loader.Resolver, alias string, useBlacklist bool) resolution {
 	res := resolution{Alias: alias, Modules: []resolvedModule{}}
-	planned, err := r.Resolve(alias, useBlacklist)
+	planned, err := r.Resolve(alias, loader.ResolveOptions{UseBlacklist: useBlacklist})
+	if errors.Is(err, loader.ErrNotFound) {
+		return res
+	}
 	if err != nil {
 		res.err, res.Error = err, err.Error()
 		return res
 	}
 	for _, p := range planned {
+		if p.Err != nil {
+			res.err, res.Error = p.Err, p.Err.Error()
+			return res
+		}
 		rm := resolvedModule{Name: p.Name, Blacklisted: p.Blacklisted, Load: []string{}, steps: p.Steps}
 		for _, s := range p.Steps {
 			if s.Name == p.Name {

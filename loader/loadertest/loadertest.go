@@ -40,6 +40,9 @@ type Module struct {
 	// Linger keeps finit_module from returning after the module is live,
 	// as Linux 5.18+ does while it waits for all asynchronous work.
 	Linger time.Duration
+	// During, if set, runs inside init, after Init: what an init does
+	// that reaches back into user space, such as request_module().
+	During func()
 }
 
 // NewKernel returns a fake kernel with an empty sysfs in a temporary
@@ -53,7 +56,17 @@ func NewKernel(t testing.TB, mods map[string]Module) *Kernel {
 	if err := os.MkdirAll(filepath.Join(sysfs, "kernel"), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	if mods == nil {
+		mods = map[string]Module{}
+	}
 	return &Kernel{Sysfs: sysfs, mods: mods, images: map[string][]byte{}, flags: map[string]int{}, loading: map[string]chan struct{}{}}
+}
+
+// SetModule sets how the module name behaves from its next load on.
+func (k *Kernel) SetModule(name string, m Module) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.mods[name] = m
 }
 
 // FinitModule loads the module the file is named after.
@@ -106,14 +119,15 @@ func (k *Kernel) Load(name string) error {
 	}
 	ch := make(chan struct{})
 	k.loading[name] = ch
-	k.mu.Unlock()
 	defer func() {
 		k.mu.Lock()
 		delete(k.loading, name)
 		close(ch)
 		k.mu.Unlock()
 	}()
-	return k.run(name, k.mods[name])
+	m := k.mods[name]
+	k.mu.Unlock()
+	return k.run(name, m)
 }
 
 func (k *Kernel) live(name string) bool {
@@ -128,6 +142,9 @@ func (k *Kernel) run(name string, m Module) error {
 	time.Sleep(m.Window)
 	WriteState(dir, "coming")
 	time.Sleep(m.Init)
+	if m.During != nil {
+		m.During()
+	}
 	if m.Fail != nil {
 		WriteState(dir, "going")
 		os.RemoveAll(dir)

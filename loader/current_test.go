@@ -30,7 +30,7 @@ func TestLiveReopensAfterDepmod(t *testing.T) {
 	dir := t.TempDir()
 	writeDir(t, dir, "kernel/a.ko:\n", "alias dev:A a\n")
 	opens := 0
-	live := &Live{
+	live := &CurrentResolver{
 		Open: func() (*Resolver, error) {
 			opens++
 			db, err := OpenDB(dir)
@@ -82,7 +82,7 @@ func TestLiveKeepsLastGoodState(t *testing.T) {
 	dir := t.TempDir()
 	writeDir(t, dir, "kernel/a.ko:\n", "alias dev:A a\n")
 	var reloadErrs []error
-	live := &Live{
+	live := &CurrentResolver{
 		Open:     openDir(dir),
 		Watch:    []string{dir},
 		Reloaded: func(err error) { reloadErrs = append(reloadErrs, err) },
@@ -114,7 +114,7 @@ func TestLiveKeepsLastGoodState(t *testing.T) {
 func TestLiveConcurrentUseAndReload(t *testing.T) {
 	dir := t.TempDir()
 	writeDir(t, dir, "kernel/a.ko:\n", "alias dev:A a\n")
-	live := &Live{
+	live := &CurrentResolver{
 		Open:  openDir(dir),
 		Watch: []string{dir},
 	}
@@ -126,7 +126,7 @@ func TestLiveConcurrentUseAndReload(t *testing.T) {
 			defer wg.Done()
 			for i := 0; i < 300; i++ {
 				if err := live.Use(func(r *Resolver) error {
-					_, err := r.Resolve("dev:A", false)
+					_, err := r.Resolve("dev:A", ResolveOptions{})
 					return err
 				}); err != nil {
 					t.Error(err)

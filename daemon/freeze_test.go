@@ -1,0 +1,101 @@
+package daemon
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/modautoload/modautoload/loader/loadertest"
+)
+
+// frequentChecks makes every use of the resolver look for changed files,
+// which before took the resolver's write lock.
+func frequentChecks(c *Config, _ *loadertest.Kernel) { c.Resolver.Interval = time.Millisecond }
+
+// A module whose init asks the kernel for another module (the crypto API
+// does, through request_module()) re-enters the daemon through the
+// modprobe helper while its own load is in progress: that request must be
+// served, or neither ever finishes.
+func TestRequestModuleFromInitIsServed(t *testing.T) {
+	r := newRig(t, "", frequentChecks)
+	inner := make(chan Response, 1)
+	r.kernel.SetModule("outer", loadertest.Module{Init: 20 * time.Millisecond, During: func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		inner <- r.d.Load(ctx, Request{Op: "load", Name: "inner"})
+	}})
+	r.send("add", "/devices/outer0", "dev:outer0")
+	select {
+	case resp := <-inner:
+		if !resp.OK {
+			t.Fatalf("the init's request failed: %+v", resp)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the request from inside an init was not served")
+	}
+	r.settle()
+	if !r.live("outer") || !r.live("inner") {
+		t.Errorf("outer live %v, inner live %v", r.live("outer"), r.live("inner"))
+	}
+}
+
+// One slow init holds back only its own callers: another device's module
+// loads meanwhile, however often the resolver looks for changed files.
+func TestSlowLoadDoesNotStallOthers(t *testing.T) {
+	r := newRig(t, "", frequentChecks)
+	r.kernel.SetModule("slow", loadertest.Module{Init: 2 * time.Second})
+	r.send("add", "/devices/slow0", "dev:slow0")
+	deadline := time.Now().Add(time.Second)
+	for r.kernel.CallsOf("slow") == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("slow was never loaded")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(20 * time.Millisecond) // past the check interval
+	start := time.Now()
+	r.send("add", "/devices/a0", "dev:a0")
+	for !r.live("a") {
+		if time.Since(start) > 500*time.Millisecond {
+			t.Fatalf("a not live after %s while slow was initializing", time.Since(start))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if r.live("slow") {
+		t.Error("slow was already live: the test proved nothing")
+	}
+}
+
+// A failure is remembered for the burst of events that shares it, but an
+// explicit request (the command line, the kernel's helper) asks the
+// kernel again: a corrected "modprobe bad good=1" must not get the old
+// error without the kernel being asked.
+func TestExplicitRequestRetriesAFailure(t *testing.T) {
+	r := newRig(t, "", nil)
+	r.kernel.SetModule("bad", loadertest.Module{Fail: unix.EINVAL, Init: 200 * time.Millisecond})
+	// A slow device keeps the burst open while we ask.
+	r.kernel.SetModule("slow", loadertest.Module{Init: time.Second})
+	r.send("add", "/devices/slow0", "dev:slow0")
+	r.send("add", "/devices/bad0", "dev:bad0")
+	r.send("add", "/devices/bad1", "dev:bad1")
+	deadline := time.Now().Add(2 * time.Second)
+	for r.d.Status().Modules["bad"].State != "failed" {
+		if time.Now().After(deadline) {
+			t.Fatal("bad never failed")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := r.kernel.CallsOf("bad"); n != 1 {
+		t.Fatalf("%d loads of bad for two events of one burst", n)
+	}
+	r.kernel.SetModule("bad", loadertest.Module{})
+	resp := r.d.Load(context.Background(), Request{Op: "load", Name: "bad", Params: "good=1"})
+	if !resp.OK {
+		t.Errorf("explicit request: %+v", resp)
+	}
+	if n := r.kernel.CallsOf("bad"); n != 2 {
+		t.Errorf("%d loads of bad after an explicit request, want 2", n)
+	}
+}
