@@ -174,6 +174,7 @@ func (d *Daemon) Load(ctx context.Context, req Request) Response {
 	// An explicit request asks the kernel again for a module that failed
 	// in this burst: the command line or the kernel has a reason to.
 	results := d.cfg.Loader.Load(ctx, plans, loader.LoadOptions{Parallel: true, Retry: true})
+	d.count(results, d.cfg.Log.With().Str("name", req.Name).Logger())
 	resp := Response{OK: err == nil}
 	if err != nil {
 		resp.Error = err.Error()
@@ -183,11 +184,6 @@ func (d *Daemon) Load(ctx context.Context, req Request) Response {
 		if res.Err != nil {
 			o.Error = res.Err.Error()
 			resp.OK = false
-			d.loadErrors.Add(1)
-		}
-		if res.Refused {
-			d.refused.Add(1)
-			d.cfg.Log.Warn().Str("module", res.Module).Str("name", req.Name).Msg("refused: not in the allow-list")
 		}
 		resp.Results = append(resp.Results, o)
 	}

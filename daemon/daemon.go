@@ -396,7 +396,12 @@ func (d *Daemon) load(ctx context.Context, name string, rs *rules.EventRules, ev
 		}
 		return
 	}
-	for _, res := range d.cfg.Loader.Load(ctx, plans, loader.LoadOptions{Parallel: true}) {
+	d.count(d.cfg.Loader.Load(ctx, plans, loader.LoadOptions{Parallel: true}), log)
+}
+
+// count adds results to the counters and notes them in the log.
+func (d *Daemon) count(results []loader.Result, log zerolog.Logger) {
+	for _, res := range results {
 		switch {
 		case res.Refused:
 			d.refused.Add(1)
