@@ -156,7 +156,8 @@ func (d *Daemon) idleTimer(ctx context.Context) <-chan struct{} {
 	}
 	fired := make(chan struct{})
 	go func() {
-		tick := time.NewTicker(d.cfg.ExitWhenIdle / 10)
+		// Ten looks per idle period, but a ticker needs a positive period.
+		tick := time.NewTicker(max(d.cfg.ExitWhenIdle/10, time.Millisecond))
 		defer tick.Stop()
 		var since time.Time
 		for {

@@ -298,6 +298,19 @@ func TestExitWhenIdle(t *testing.T) {
 	}
 }
 
+func TestExitWhenIdleUnderTenNanoseconds(t *testing.T) {
+	r := newRig(t, "", func(c *Config, _ *loadertest.Kernel) { c.ExitWhenIdle = time.Nanosecond })
+	select {
+	case err := <-r.done:
+		r.done <- err
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("did not exit when idle")
+	}
+}
+
 func TestEventsOfOneDeviceStayInOrder(t *testing.T) {
 	d := &Daemon{busy: map[*work]bool{{devpath: "/devices/pci0/usb1"}: true}}
 	for path, want := range map[string]bool{
