@@ -74,7 +74,7 @@ type Daemon struct {
 	queue      eventQueue
 	lastSeq    uint64 // highest kernel seqnum received or covered by a resync
 	resync     bool   // a resync is wanted (overrun or queue overflow)
-	rescanning bool   // a worker is doing one
+	rescanning bool   // the resyncer is doing one
 	coldDone   bool
 	stopping   bool
 	requests   int  // load requests from the modprobe helper in progress
@@ -128,6 +128,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); d.worker(ctx) }()
 	}
+	wg.Add(1)
+	go func() { defer wg.Done(); d.resyncer() }()
 	if d.cfg.Ready != nil {
 		d.cfg.Ready()
 	}
@@ -311,21 +313,37 @@ func (d *Daemon) scan(why string) {
 	d.mu.Unlock()
 }
 
+// resyncer rescans sysfs whenever a resync is wanted and coldplug (which
+// covers everything before it) is done, until the daemon stops. It does
+// not wait for the queue to drain: events stuck behind one hung load must
+// not keep every other device's lost events from being made good. Events
+// lost during a scan ask for another one after it.
+func (d *Daemon) resyncer() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for {
+		for !d.stopping && !(d.coldDone && d.resync) {
+			d.changed.Wait()
+		}
+		if d.stopping {
+			return
+		}
+		d.resync, d.rescanning = false, true
+		d.mu.Unlock()
+		d.resyncs.Add(1)
+		d.scan("resync")
+		d.mu.Lock()
+		d.rescanning = false
+		d.changed.Broadcast()
+	}
+}
+
 // worker handles queued events, one at a time, until the daemon stops.
 func (d *Daemon) worker(ctx context.Context) {
 	for {
-		e, resync, ok := d.next()
+		e, ok := d.next()
 		if !ok {
 			return
-		}
-		if resync {
-			d.resyncs.Add(1)
-			d.scan("resync")
-			d.mu.Lock()
-			d.rescanning = false
-			d.changed.Broadcast()
-			d.mu.Unlock()
-			continue
 		}
 		d.handle(ctx, &e.ev)
 		d.mu.Lock()
@@ -347,25 +365,17 @@ func (d *Daemon) worker(ctx context.Context) {
 	}
 }
 
-// next waits for work: a resync if one is wanted, the queue is empty and
-// no other worker is on it (events lost meanwhile set it again), or an
-// event free to start (see eventQueue for the order), which it marks
-// busy; false once the daemon stops.
-func (d *Daemon) next() (*entry, bool, bool) {
+// next waits for an event free to start (see eventQueue for the order)
+// and marks it busy; false once the daemon stops.
+func (d *Daemon) next() (*entry, bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for {
 		if d.stopping {
-			return nil, false, false
-		}
-		// Drain the queue first: the scan queues every device again, and
-		// events already queued are as good as its.
-		if d.resync && !d.rescanning && d.queue.queued == 0 {
-			d.resync, d.rescanning = false, true
-			return nil, true, true
+			return nil, false
 		}
 		if e := d.queue.start(); e != nil {
-			return e, false, true
+			return e, true
 		}
 		d.changed.Wait()
 	}

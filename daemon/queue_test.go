@@ -1,7 +1,9 @@
 package daemon
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -11,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/rs/zerolog"
 
 	"github.com/modautoload/modautoload/loader/index"
 	"github.com/modautoload/modautoload/loader/loadertest"
@@ -307,6 +311,24 @@ func TestStuckDeviceHoldsBackOnlyItsRelatives(t *testing.T) {
 	}
 }
 
+// lockedBuffer collects log lines written from the daemon's goroutines.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
 // rigEventBytes is what the queue charges for an event the rig sends.
 func rigEventBytes(t *testing.T, action, devpath, modalias string) int64 {
 	t.Helper()
@@ -316,6 +338,39 @@ func rigEventBytes(t *testing.T, action, devpath, modalias string) int64 {
 		t.Fatal(err)
 	}
 	return eventBytes(&ev)
+}
+
+// A device stuck in a hung load keeps its own events queued until the
+// queue overflows; the resync must run all the same and handle the
+// device whose event was lost.
+func TestOverflowResyncsBesideStuckDevice(t *testing.T) {
+	bound := 3 * rigEventBytes(t, "change", "/devices/stuck", "dev:slow")
+	var log lockedBuffer
+	r, sk := stuckRig(t, "slow", func(c *Config) {
+		c.MaxQueueBytes, c.Jobs = bound, 2
+		c.Log = zerolog.New(io.MultiWriter(zerolog.NewTestWriter(t), &log))
+	})
+	r.device("pci0/lost", "dev:b-lost")
+	r.send("add", "/devices/stuck", "dev:slow")
+	<-sk.entered
+	for i := 0; i < 10; i++ {
+		r.send("change", "/devices/stuck", "dev:slow")
+	}
+	eventually(t, "the lost device's module after the resync", func() bool { return r.live("b") })
+	eventually(t, "every event read", func() bool { return r.d.Status().Events.Received == 11 })
+	// The resyncs' own events for the lost device drain; the stuck
+	// device's do not.
+	eventually(t, "the resyncs' events handled", func() bool { return r.d.Status().Queue == 3 })
+	st := r.d.Status()
+	if st.Dropped != 7 || st.Resyncs == 0 || st.QueueBytes > bound {
+		t.Errorf("dropped %d, resyncs %d, queue %d (%d bytes of %d); want 7 dropped, a resync, 3 queued within the bound",
+			st.Dropped, st.Resyncs, st.Queue, st.QueueBytes, bound)
+	}
+	if n := strings.Count(log.String(), "event queue full"); n != 1 {
+		t.Errorf("the overflow was logged %d times, want once", n)
+	}
+	sk.release()
+	r.settle()
 }
 
 // storm sends n events through the fake socket while one device is stuck:
