@@ -259,6 +259,16 @@ func (k *stuckKernel) FinitModule(f *os.File, params string, flags int) error {
 	return k.Kernel.FinitModule(f, params, flags)
 }
 
+// waitEntered waits, at most 10 s, for the stuck load to reach the kernel.
+func (k *stuckKernel) waitEntered(t *testing.T) {
+	t.Helper()
+	select {
+	case <-k.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the load of %s never reached the kernel", k.module)
+	}
+}
+
 // stuckRig is a rig whose module (a, b or slow) hangs in init until
 // released; cleanup releases it before the rig stops.
 func stuckRig(t *testing.T, module string, mutate func(*Config)) (*rig, *stuckKernel) {
@@ -294,7 +304,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 func TestStuckDeviceHoldsBackOnlyItsRelatives(t *testing.T) {
 	r, sk := stuckRig(t, "slow", nil)
 	r.send("add", "/devices/pci0/stuck", "dev:slow")
-	<-sk.entered
+	sk.waitEntered(t)
 	r.send("change", "/devices/pci0/stuck", "dev:a1")    // itself
 	r.send("add", "/devices/pci0/stuck/child", "dev:a2") // a child
 	r.send("change", "/devices/pci0", "")                // its parent
@@ -352,7 +362,7 @@ func TestOverflowResyncsBesideStuckDevice(t *testing.T) {
 	})
 	r.device("pci0/lost", "dev:b-lost")
 	r.send("add", "/devices/stuck", "dev:slow")
-	<-sk.entered
+	sk.waitEntered(t)
 	for i := 0; i < 10; i++ {
 		r.send("change", "/devices/stuck", "dev:slow")
 	}
@@ -382,7 +392,7 @@ func storm(t *testing.T, n int) (time.Duration, float64) {
 	// Module a: once released, its init takes no time.
 	r, sk := stuckRig(t, "a", func(c *Config) { c.MaxQueueBytes = 1 << 40 })
 	r.send("add", "/devices/stuck", "dev:a")
-	<-sk.entered
+	sk.waitEntered(t)
 	messages := make([][]byte, n)
 	seq := r.seq
 	for i := range messages {
