@@ -64,6 +64,7 @@ type Status struct {
 	Dropped      uint64                        `json:"dropped"`
 	LoadErrors   uint64                        `json:"load_errors"`
 	Queue        int                           `json:"queue"`
+	QueueBytes   int64                         `json:"queue_bytes"`
 	Busy         int                           `json:"busy"`
 	Requests     int                           `json:"requests_in_progress"`
 	LastSeqnum   uint64                        `json:"last_seqnum"`
@@ -77,7 +78,7 @@ type Status struct {
 func (d *Daemon) Status() Status {
 	d.mu.Lock()
 	st := Status{
-		Queue: len(d.queue), Busy: len(d.busy), Requests: d.requests,
+		Queue: d.queue.queued, QueueBytes: d.queue.bytes, Busy: d.queue.busy, Requests: d.requests,
 		LastSeqnum: d.lastSeq, ColdplugDone: d.coldDone,
 	}
 	d.mu.Unlock()
@@ -146,7 +147,7 @@ func (d *Daemon) idleAt(ctx context.Context, target uint64) error {
 	for !(d.lastSeq >= target && d.idleLocked() && d.requests == 0) {
 		switch {
 		case ctx.Err() != nil:
-			return fmt.Errorf("not settled (seqnum %d of %d, %d queued, %d busy): %w", d.lastSeq, target, len(d.queue), len(d.busy), ctx.Err())
+			return fmt.Errorf("not settled (seqnum %d of %d, %d queued, %d busy): %w", d.lastSeq, target, d.queue.queued, d.queue.busy, ctx.Err())
 		case d.stopping:
 			return errors.New("daemon is stopping")
 		}

@@ -49,9 +49,11 @@ type Config struct {
 	// ExitWhenIdle, if positive, ends Run once coldplug is done and the
 	// daemon has been idle that long (initramfs hand-over).
 	ExitWhenIdle time.Duration
-	// MaxQueue bounds queued events; beyond it events are dropped and a
-	// resync scheduled, so a storm cannot eat the memory.
-	MaxQueue int
+	// MaxQueueBytes bounds the kernel events queued, in bytes
+	// (eventBytes); beyond it events are dropped and a resync requested,
+	// so a storm cannot eat the memory. A scan's events are bounded by
+	// sysfs instead: one queued per device.
+	MaxQueueBytes int64
 	// Ready is called once the socket listens (and before coldplug), so
 	// an init script may start triggering.
 	Ready func()
@@ -69,21 +71,28 @@ type Daemon struct {
 
 	mu         sync.Mutex
 	changed    *sync.Cond // broadcast whenever the queue, work or seqnum moves
-	queue      []uevent.Event
-	busy       map[*work]bool
+	queue      eventQueue
 	lastSeq    uint64 // highest kernel seqnum received or covered by a resync
 	resync     bool   // a resync is wanted (overrun or queue overflow)
-	rescanning bool   // a worker is doing one
+	rescanning bool   // the resyncer is doing one
 	coldDone   bool
 	stopping   bool
 	requests   int  // load requests from the modprobe helper in progress
 	trim       bool // return memory to the system once a scan's work is done
+	// An overflow lasts from the first event dropped until the kernel
+	// events queued are down to half the bound, so one that flaps at the
+	// bound is logged once; overflowDropped counts its events.
+	overflowing     bool
+	overflowDropped uint64
 
 	handled, skipped, refused, resyncs, dropped atomic.Uint64
 	loadErrors                                  atomic.Uint64
 }
 
-type work struct{ devpath string }
+// DefaultMaxQueueBytes bounds the queued kernel events: some 4,000 typical
+// ones (a USB interface's add is charged about 950 bytes). Past it a
+// resync costs less than the memory.
+const DefaultMaxQueueBytes = 4 << 20
 
 // New checks the configuration and returns a daemon ready to Run.
 func New(cfg Config) (*Daemon, error) {
@@ -93,13 +102,13 @@ func New(cfg Config) (*Daemon, error) {
 	if cfg.Jobs <= 0 {
 		cfg.Jobs = 4
 	}
-	if cfg.MaxQueue <= 0 {
-		cfg.MaxQueue = 65536
+	if cfg.MaxQueueBytes <= 0 {
+		cfg.MaxQueueBytes = DefaultMaxQueueBytes
 	}
 	if cfg.Rules == nil {
 		cfg.Rules = func() *rules.EventRules { return nil }
 	}
-	d := &Daemon{cfg: cfg, busy: map[*work]bool{}, lastSeq: cfg.StartSeqnum}
+	d := &Daemon{cfg: cfg, queue: newEventQueue(), lastSeq: cfg.StartSeqnum}
 	d.changed = sync.NewCond(&d.mu)
 	return d, nil
 }
@@ -119,6 +128,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); d.worker(ctx) }()
 	}
+	wg.Add(1)
+	go func() { defer wg.Done(); d.resyncer() }()
 	if d.cfg.Ready != nil {
 		d.cfg.Ready()
 	}
@@ -156,7 +167,8 @@ func (d *Daemon) idleTimer(ctx context.Context) <-chan struct{} {
 	}
 	fired := make(chan struct{})
 	go func() {
-		tick := time.NewTicker(d.cfg.ExitWhenIdle / 10)
+		// Ten looks per idle period, but a ticker needs a positive period.
+		tick := time.NewTicker(max(d.cfg.ExitWhenIdle/10, time.Millisecond))
 		defer tick.Stop()
 		var since time.Time
 		for {
@@ -189,7 +201,7 @@ func (d *Daemon) idle() bool {
 }
 
 func (d *Daemon) idleLocked() bool {
-	return d.coldDone && !d.resync && !d.rescanning && len(d.queue) == 0 && len(d.busy) == 0 && d.cfg.Loader.Stats().InFlight == 0
+	return d.coldDone && !d.resync && !d.rescanning && d.queue.queued == 0 && d.queue.busy == 0 && d.cfg.Loader.Stats().InFlight == 0
 }
 
 // read takes events off the socket as fast as it can, so the kernel's
@@ -229,20 +241,39 @@ func (d *Daemon) read(ctx context.Context) error {
 	}
 }
 
-// enqueue queues a kernel event. A scan's events bypass the bound: sysfs
-// holds a bounded number of devices, and dropping them would only ask for
-// the same scan again.
+// enqueue queues an event. A scan's events bypass the bound: sysfs holds
+// a bounded number of devices (the queue keeps one event per device from
+// scans), and dropping them would only ask for the same scan again.
 func (d *Daemon) enqueue(ev uevent.Event, fromScan bool) {
+	size := eventBytes(&ev)
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	if !fromScan && len(d.queue) >= d.cfg.MaxQueue {
+	full := !fromScan && d.queue.kernelBytes+size > d.cfg.MaxQueueBytes
+	overflowStarts, overflowEnded := false, uint64(0)
+	if full {
 		// Dropping is safe only because the resync re-reads sysfs.
 		d.dropped.Add(1)
 		d.resync = true
+		overflowStarts = !d.overflowing
+		d.overflowing = true
+		d.overflowDropped++
 	} else {
-		d.queue = append(d.queue, ev)
+		d.queue.push(ev, fromScan, size)
+		if d.overflowing && d.queue.kernelBytes <= d.cfg.MaxQueueBytes/2 {
+			overflowEnded, d.overflowing, d.overflowDropped = d.overflowDropped, false, 0
+		}
 	}
+	queued, bytes := d.queue.queued, d.queue.bytes
 	d.changed.Broadcast()
+	d.mu.Unlock()
+	// Once per overflow, not once per event: a storm would flood the log.
+	// Logged outside the lock: a slow log must not stall the workers.
+	if overflowStarts {
+		d.cfg.Log.Warn().Int("queued", queued).Int64("queue_bytes", bytes).Int64("max_queue_bytes", d.cfg.MaxQueueBytes).
+			Msg("event queue full: dropping events until it has room; resyncing from sysfs")
+	}
+	if overflowEnded > 0 {
+		d.cfg.Log.Info().Uint64("dropped", overflowEnded).Int("queued", queued).Msg("event queue has room again")
+	}
 }
 
 func (d *Daemon) requestResync() {
@@ -282,25 +313,41 @@ func (d *Daemon) scan(why string) {
 	d.mu.Unlock()
 }
 
+// resyncer rescans sysfs whenever a resync is wanted and coldplug (which
+// covers everything before it) is done, until the daemon stops. It does
+// not wait for the queue to drain: events stuck behind one hung load must
+// not keep every other device's lost events from being made good. Events
+// lost during a scan ask for another one after it.
+func (d *Daemon) resyncer() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for {
+		for !d.stopping && !(d.coldDone && d.resync) {
+			d.changed.Wait()
+		}
+		if d.stopping {
+			return
+		}
+		d.resync, d.rescanning = false, true
+		d.mu.Unlock()
+		d.resyncs.Add(1)
+		d.scan("resync")
+		d.mu.Lock()
+		d.rescanning = false
+		d.changed.Broadcast()
+	}
+}
+
 // worker handles queued events, one at a time, until the daemon stops.
 func (d *Daemon) worker(ctx context.Context) {
 	for {
-		ev, w, resync, ok := d.next()
+		e, ok := d.next()
 		if !ok {
 			return
 		}
-		if resync {
-			d.resyncs.Add(1)
-			d.scan("resync")
-			d.mu.Lock()
-			d.rescanning = false
-			d.changed.Broadcast()
-			d.mu.Unlock()
-			continue
-		}
-		d.handle(ctx, &ev)
+		d.handle(ctx, &e.ev)
 		d.mu.Lock()
-		delete(d.busy, w)
+		d.queue.finish(e)
 		trim := false
 		if d.idleLocked() {
 			// The burst is over: a module that failed may be tried
@@ -318,45 +365,20 @@ func (d *Daemon) worker(ctx context.Context) {
 	}
 }
 
-// next waits for work: a resync if one is wanted, the queue is empty and
-// no other worker is on it (events lost meanwhile set it again), or the
-// first queued event whose device (or a parent or child)
-// is not being handled, so a device's events stay in order, as in udev.
-func (d *Daemon) next() (uevent.Event, *work, bool, bool) {
+// next waits for an event free to start (see eventQueue for the order)
+// and marks it busy; false once the daemon stops.
+func (d *Daemon) next() (*entry, bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for {
 		if d.stopping {
-			return uevent.Event{}, nil, false, false
+			return nil, false
 		}
-		// Drain the queue first: the scan queues every device again, and
-		// events already queued are as good as its.
-		if d.resync && !d.rescanning && len(d.queue) == 0 {
-			d.resync, d.rescanning = false, true
-			return uevent.Event{}, nil, true, true
-		}
-		for i := range d.queue {
-			if d.related(d.queue[i].DevPath) {
-				continue
-			}
-			ev := d.queue[i]
-			d.queue = append(d.queue[:i], d.queue[i+1:]...)
-			w := &work{devpath: ev.DevPath}
-			d.busy[w] = true
-			return ev, w, false, true
+		if e := d.queue.start(); e != nil {
+			return e, true
 		}
 		d.changed.Wait()
 	}
-}
-
-func (d *Daemon) related(devpath string) bool {
-	for w := range d.busy {
-		b := w.devpath
-		if b == devpath || strings.HasPrefix(devpath, b+"/") || strings.HasPrefix(b, devpath+"/") {
-			return true
-		}
-	}
-	return false
 }
 
 // handle decides what the event loads and loads it.

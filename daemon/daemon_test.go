@@ -225,7 +225,8 @@ func TestOverrunResyncs(t *testing.T) {
 }
 
 func TestQueueOverflowResyncs(t *testing.T) {
-	r := newRig(t, "", func(c *Config, _ *loadertest.Kernel) { c.MaxQueue = 2; c.Jobs = 1 })
+	bound := 2 * rigEventBytes(t, "add", "/devices/slow10", "dev:slow")
+	r := newRig(t, "", func(c *Config, _ *loadertest.Kernel) { c.MaxQueueBytes = bound; c.Jobs = 1 })
 	r.device("pci0/x", "dev:a-x")
 	for i := 0; i < 20; i++ {
 		r.send("add", fmt.Sprintf("/devices/slow%d", i), "dev:slow")
@@ -298,18 +299,16 @@ func TestExitWhenIdle(t *testing.T) {
 	}
 }
 
-func TestEventsOfOneDeviceStayInOrder(t *testing.T) {
-	d := &Daemon{busy: map[*work]bool{{devpath: "/devices/pci0/usb1"}: true}}
-	for path, want := range map[string]bool{
-		"/devices/pci0/usb1":       true,  // same device
-		"/devices/pci0/usb1/1-1":   true,  // a child waits for its parent
-		"/devices/pci0":            true,  // a parent waits for its child
-		"/devices/pci0/usb10":      false, // a prefix is not a parent
-		"/devices/platform/serial": false,
-	} {
-		if got := d.related(path); got != want {
-			t.Errorf("related(%s) = %v, want %v", path, got, want)
+func TestExitWhenIdleUnderTenNanoseconds(t *testing.T) {
+	r := newRig(t, "", func(c *Config, _ *loadertest.Kernel) { c.ExitWhenIdle = time.Nanosecond })
+	select {
+	case err := <-r.done:
+		r.done <- err
+		if err != nil {
+			t.Fatal(err)
 		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("did not exit when idle")
 	}
 }
 
