@@ -104,11 +104,11 @@ func runStatus(ctx context.Context, env *cliEnv, args []string) int {
 	e := st.Events
 	fmt.Fprintf(env.stdout, "events     received %d, rejected %d, malformed %d, defective %d, overruns %d, resyncs %d, dropped %d\n",
 		e.Received, e.Rejected, e.Malformed, e.Defective, e.Overruns, st.Resyncs, st.Dropped)
-	fmt.Fprintf(env.stdout, "handling   handled %d, nothing to load %d, queued %d, busy %d, seqnum %d of %d, coldplug done %v\n",
-		st.Handled, st.Skipped, st.Queue, st.Busy, st.LastSeqnum, st.KernelSeqnum, st.ColdplugDone)
+	fmt.Fprintf(env.stdout, "handling   handled %d, nothing to load %d, queued %d (%d bytes), busy %d, seqnum %d of %d, coldplug done %v\n",
+		st.Handled, st.Skipped, st.Queue, st.QueueBytes, st.Busy, st.LastSeqnum, st.KernelSeqnum, st.ColdplugDone)
 	l := st.Loads
-	fmt.Fprintf(env.stdout, "loads      loaded %d, failed %d, deduplicated %d, already live %d, waited %d, in flight %d, refused %d\n",
-		l.Loaded, l.Failed, l.Deduplicated, l.AlreadyLive, l.Waited, l.InFlight, st.Refused)
+	fmt.Fprintf(env.stdout, "loads      loaded %d, failed %d, deduplicated %d, already live %d, waited %d, in flight %d, in the kernel %d, refused %d\n",
+		l.Loaded, l.Failed, l.Deduplicated, l.AlreadyLive, l.Waited, l.InFlight, l.InKernel, st.Refused)
 	names := make([]string, 0, len(st.Modules))
 	for n := range st.Modules {
 		names = append(names, n)
