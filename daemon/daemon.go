@@ -208,26 +208,14 @@ func (d *Daemon) idleLocked() bool {
 // buffer does not overflow: module events wake loader waiters, everything
 // else is queued for the workers.
 func (d *Daemon) read(ctx context.Context) error {
+	overrun := func() {
+		d.cfg.Log.Warn().Msg("resyncing from sysfs")
+		d.requestResync()
+	}
 	for {
-		ev, err := d.cfg.Source.Next(ctx)
-		var drop *uevent.DropError
-		switch {
-		case err == nil:
-		case ctx.Err() != nil, errors.Is(err, net.ErrClosed):
-			return nil
-		case errors.Is(err, uevent.ErrOverrun):
-			d.cfg.Log.Warn().Msg("kernel dropped uevents (ENOBUFS); resyncing from sysfs")
-			d.requestResync()
-			continue
-		case errors.As(err, &drop):
-			d.cfg.Log.Warn().Str("reason", drop.Reason).Uint32("sender_port", drop.Pid).Int64("sender_uid", drop.Uid).
-				AnErr("parse", drop.Err).Msg("uevent dropped")
-			continue
-		default:
+		ev, ok, err := NextEvent(ctx, d.cfg.Source, d.cfg.Log, overrun)
+		if !ok {
 			return err
-		}
-		for _, def := range ev.Defects {
-			d.cfg.Log.Warn().Str("devpath", ev.DevPath).Uint64("seqnum", ev.Seqnum).Str("defect", def.Reason).Msg("uevent field skipped")
 		}
 		if name, ok := strings.CutPrefix(ev.DevPath, "/module/"); ok && ev.Subsystem == "module" {
 			d.cfg.Loader.ModuleEvent(name)
@@ -238,6 +226,39 @@ func (d *Daemon) read(ctx context.Context) error {
 		d.lastSeq = max(d.lastSeq, ev.Seqnum)
 		d.changed.Broadcast()
 		d.mu.Unlock()
+	}
+}
+
+// NextEvent returns the next event of src for a reader that must go on
+// whatever the socket brings: a dropped message (not the kernel's, or
+// unparsable) and each skipped field are logged, and an overrun (ENOBUFS)
+// is logged and reported to overrun, and reading goes on. ok is false at
+// the end: err is nil when ctx ended or the socket was closed, else what
+// stopped the socket.
+func NextEvent(ctx context.Context, src Source, log zerolog.Logger, overrun func()) (ev uevent.Event, ok bool, err error) {
+	for {
+		ev, err := src.Next(ctx)
+		var drop *uevent.DropError
+		switch {
+		case err == nil:
+			for _, def := range ev.Defects {
+				log.Warn().Str("devpath", ev.DevPath).Uint64("seqnum", ev.Seqnum).Int("offset", def.Offset).
+					Str("defect", def.Reason).Msg("uevent field skipped")
+			}
+			return ev, true, nil
+		case ctx.Err() != nil, errors.Is(err, net.ErrClosed):
+			return ev, false, nil
+		case errors.Is(err, uevent.ErrOverrun):
+			log.Warn().Err(err).Msg("kernel dropped uevents (ENOBUFS)")
+			if overrun != nil {
+				overrun()
+			}
+		case errors.As(err, &drop):
+			log.Warn().Str("reason", drop.Reason).Uint32("sender_port", drop.Pid).Int64("sender_uid", drop.Uid).
+				AnErr("parse", drop.Err).Msg("uevent dropped")
+		default:
+			return ev, false, err
+		}
 	}
 }
 

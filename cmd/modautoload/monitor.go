@@ -4,15 +4,14 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"time"
 
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
+	"github.com/modautoload/modautoload/daemon"
 	"github.com/modautoload/modautoload/uevent"
 )
 
@@ -68,25 +67,9 @@ func runMonitor(ctx context.Context, env *cliEnv, args []string) int {
 func monitor(ctx context.Context, l *uevent.Listener, out io.Writer, jsonOut bool, log zerolog.Logger) error {
 	w := bufio.NewWriter(out)
 	for {
-		ev, err := l.Next(ctx)
-		var drop *uevent.DropError
-		switch {
-		case err == nil:
-		case ctx.Err() != nil, errors.Is(err, net.ErrClosed):
-			return nil
-		case errors.Is(err, uevent.ErrOverrun):
-			log.Warn().Err(err).Msg("kernel dropped uevents")
-			continue
-		case errors.As(err, &drop):
-			log.Warn().Str("reason", drop.Reason).Uint32("sender_port", drop.Pid).Int64("sender_uid", drop.Uid).
-				AnErr("parse", drop.Err).Msg("uevent dropped")
-			continue
-		default:
+		ev, ok, err := daemon.NextEvent(ctx, l, log, nil)
+		if !ok {
 			return err
-		}
-		for _, d := range ev.Defects {
-			log.Warn().Str("devpath", ev.DevPath).Uint64("seqnum", ev.Seqnum).Int("offset", d.Offset).
-				Str("defect", d.Reason).Msg("uevent field skipped")
 		}
 		if jsonOut {
 			writeEventJSON(w, &ev, monotonicNow())
