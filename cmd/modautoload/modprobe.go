@@ -130,7 +130,7 @@ func loadViaDaemon(ctx context.Context, log zerolog.Logger, names []string, para
 	for i, name := range names {
 		resp, err := daemon.Ask(ctx, f.control, daemon.Request{
 			Op: "load", Name: name, Params: params, UseBlacklist: f.useBlacklist, IgnoreInstall: f.ignoreInstall,
-		})
+		}, daemon.Waits{})
 		if errors.Is(err, daemon.ErrNoDaemon) && i == 0 {
 			return 0, false
 		}
