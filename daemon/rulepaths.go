@@ -21,12 +21,20 @@ func rulePathsFile(control string) string {
 }
 
 // PublishRulePaths records, beside the control socket at control, the
-// event rule paths the daemon was started with (none: the default
-// directories). The modprobe helper, when it loads without the daemon,
-// reads them back with PublishedRulePaths and so refuses what the daemon
-// would refuse. The file stays after the daemon exits: its allow-list
-// still holds then. Call it after Listen, which checked the directory.
+// event rule paths the daemon was started with; with none (the default
+// directories) it removes the record. The modprobe helper, when it loads
+// without the daemon, reads them back with PublishedRulePaths and so
+// refuses what the daemon would refuse. The file stays after the daemon
+// exits: its allow-list still holds then. Call it after Listen, which
+// checked the directory.
 func PublishRulePaths(control string, paths []string) error {
+	dst := rulePathsFile(control)
+	if len(paths) == 0 {
+		if err := os.Remove(dst); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		return nil
+	}
 	abs := make([]string, 0, len(paths))
 	for _, p := range paths {
 		a, err := filepath.Abs(p)
@@ -39,7 +47,6 @@ func PublishRulePaths(control string, paths []string) error {
 	if err != nil {
 		return err
 	}
-	dst := rulePathsFile(control)
 	// Written aside and renamed, so a reader never sees half a file.
 	f, err := os.CreateTemp(filepath.Dir(dst), ".rule-paths-*")
 	if err != nil {
@@ -100,13 +107,13 @@ func PublishedRulePaths(control string) ([]string, error) {
 	if err := json.Unmarshal(data, &paths); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
+	if len(paths) == 0 {
+		return nil, fmt.Errorf("%s: no paths", name)
+	}
 	for _, p := range paths {
 		if !filepath.IsAbs(p) {
 			return nil, fmt.Errorf("%s: %q is not an absolute path", name, p)
 		}
-	}
-	if len(paths) == 0 {
-		return nil, nil
 	}
 	return paths, nil
 }

@@ -27,9 +27,12 @@ func TestRulePathsRoundTrip(t *testing.T) {
 	if fi, err := os.Stat(rulePathsFile(control)); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("rule paths file %v, %v; want mode 0600", fi.Mode(), err)
 	}
-	// A daemon started with the default directories replaces the record.
+	// A daemon started with the default directories removes the record.
 	if err := PublishRulePaths(control, nil); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := os.Stat(rulePathsFile(control)); !os.IsNotExist(err) {
+		t.Errorf("the record of the defaults: %v; want none", err)
 	}
 	if paths, err := PublishedRulePaths(control); paths != nil || err != nil {
 		t.Errorf("after publishing the defaults: %q, %v", paths, err)
@@ -45,6 +48,7 @@ func TestPublishedRulePathsRefusesBadFiles(t *testing.T) {
 		{"group-writable", `["/etc/x.rules"]`, 0o620, "mode 0620"},
 		{"not JSON", `/etc/x.rules`, 0o600, "invalid character"},
 		{"relative path", `["x.rules"]`, 0o600, `"x.rules" is not an absolute path`},
+		{"no paths", `[]`, 0o600, "no paths"},
 		{"too large", `["/` + strings.Repeat("x", maxRulePathsFile) + `"]`, 0o600, "larger than"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
