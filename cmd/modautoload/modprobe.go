@@ -123,7 +123,7 @@ func runModprobe(ctx context.Context, env *cliEnv, args []string) int {
 	}
 	code, direct := 0, names
 	if viaDaemon(&mods) {
-		code, direct = loadViaDaemon(ctx, log, names, params, f, daemonWaits)
+		code, direct = loadViaDaemon(ctx, log, names, params, f, daemon.Waits{Accept: daemonAcceptBound, Answer: daemonAnswerBound})
 	}
 	if len(direct) == 0 {
 		return code
@@ -149,17 +149,18 @@ func viaDaemon(mods *moduleOptions) bool {
 // (issue 9, point 4); the two must agree.
 const installCommandBound = 30 * time.Second
 
-// daemonWaits bound the helper's wait for the daemon. The daemon
-// acknowledges a request as soon as it has read it, so Accept only covers
-// its scheduling: past it the daemon is stopped or stuck, and the helper
+// The helper's waits for the daemon. The daemon acknowledges a request
+// as soon as it has read it, so daemonAcceptBound only covers its
+// scheduling: past it the daemon is stopped or stuck, and the helper
 // loads by itself rather than keep the kernel's request_module() waiting.
-// Answer is the longest the daemon's own bounds let a load take (its wait
-// for a module to go live, then an install command) with some slack: past
-// it the helper fails rather than load what the daemon is loading.
-var daemonWaits = daemon.Waits{
-	Accept: 2 * time.Second,
-	Answer: loader.DefaultLiveTimeout + installCommandBound + 30*time.Second,
-}
+// daemonAnswerBound is the longest the daemon's own bounds let a load take
+// (its wait for a module to go live, then an install command) with some
+// slack: past it the helper fails rather than load what the daemon is
+// loading.
+const (
+	daemonAcceptBound = 2 * time.Second
+	daemonAnswerBound = loader.DefaultLiveTimeout + installCommandBound + 30*time.Second
+)
 
 // loadViaDaemon hands each load to the daemon. It returns the names the
 // daemon did not take, to be loaded directly: all of them without a
@@ -209,7 +210,8 @@ func loadViaDaemon(ctx context.Context, log zerolog.Logger, names []string, para
 // helperRules reads the event rules whose allow-list a load without the
 // daemon obeys: those the daemon at control recorded it was started with
 // (--rules), else the default directories. Problems are warnings, as in
-// the daemon: what could not be read is refused there (allow-list mode).
+// the daemon; a line that may have been an ALLOW and could not be read
+// turns allow-list mode on (see rules.EventRules), so they never widen it.
 func helperRules(log zerolog.Logger, control string) *rules.EventRules {
 	paths, err := daemon.PublishedRulePaths(control)
 	if err != nil {

@@ -54,6 +54,9 @@ func fakeDaemon(t *testing.T, handle func(c net.Conn, done <-chan struct{})) str
 	return path
 }
 
+// helperWaits are the helper's waits for the daemon.
+var helperWaits = daemon.Waits{Accept: daemonAcceptBound, Answer: daemonAnswerBound}
+
 func acknowledge(c net.Conn) { c.Write([]byte(`{"accepted":true,"ok":false}` + "\n")) }
 
 // fakeModules is a resolver for modules a and b (b needs a) and a fake
@@ -92,9 +95,9 @@ func TestHelperLoadsDirectlyWhenTheDaemonDoesNotAccept(t *testing.T) {
 	defer cancel()
 	names := []string{"b", "a"}
 	start := time.Now()
-	code, direct := loadViaDaemon(ctx, log, names, "", modprobeFlags{control: path}, daemonWaits)
-	if took := time.Since(start); took > daemonWaits.Accept+time.Second {
-		t.Errorf("gave up on the daemon after %s; the bound is %s", took, daemonWaits.Accept)
+	code, direct := loadViaDaemon(ctx, log, names, "", modprobeFlags{control: path}, helperWaits)
+	if took := time.Since(start); took > daemonAcceptBound+time.Second {
+		t.Errorf("gave up on the daemon after %s; the bound is %s", took, daemonAcceptBound)
 	}
 	if code != 0 || !reflect.DeepEqual(direct, names) {
 		t.Fatalf("loadViaDaemon = %d, %q; want 0 and every name to load directly\n%s", code, direct, &logs)
@@ -114,7 +117,7 @@ func TestHelperLoadsDirectlyWhenTheDaemonDoesNotAccept(t *testing.T) {
 func TestHelperLoadsDirectlyWithoutADaemon(t *testing.T) {
 	names := []string{"a"}
 	code, direct := loadViaDaemon(context.Background(), zerolog.Nop(), names, "",
-		modprobeFlags{control: filepath.Join(t.TempDir(), "control")}, daemonWaits)
+		modprobeFlags{control: filepath.Join(t.TempDir(), "control")}, helperWaits)
 	if code != 0 || !reflect.DeepEqual(direct, names) {
 		t.Errorf("loadViaDaemon = %d, %q; want 0 and a to load directly", code, direct)
 	}
@@ -125,7 +128,7 @@ func TestHelperLoadsDirectlyWithoutADaemon(t *testing.T) {
 func TestHelperLoadsDirectlyWhenTheDaemonHangsUp(t *testing.T) {
 	path := fakeDaemon(t, func(c net.Conn, _ <-chan struct{}) { acknowledge(c) })
 	names := []string{"a", "b"}
-	code, direct := loadViaDaemon(context.Background(), zerolog.Nop(), names, "", modprobeFlags{control: path}, daemonWaits)
+	code, direct := loadViaDaemon(context.Background(), zerolog.Nop(), names, "", modprobeFlags{control: path}, helperWaits)
 	if code != 0 || !reflect.DeepEqual(direct, names) {
 		t.Errorf("loadViaDaemon = %d, %q; want 0 and both to load directly", code, direct)
 	}
@@ -136,7 +139,7 @@ func TestHelperLoadsDirectlyWhenTheDaemonHangsUp(t *testing.T) {
 func TestHelperFailsWhenTheDaemonDoesNotAnswer(t *testing.T) {
 	path := fakeDaemon(t, func(c net.Conn, done <-chan struct{}) { acknowledge(c); <-done })
 	var logs bytes.Buffer
-	w := daemon.Waits{Accept: daemonWaits.Accept, Answer: 200 * time.Millisecond}
+	w := daemon.Waits{Accept: daemonAcceptBound, Answer: 200 * time.Millisecond}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	code, direct := loadViaDaemon(ctx, zerolog.New(&logs), []string{"a"}, "", modprobeFlags{control: path}, w)
