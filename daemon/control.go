@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -38,12 +40,18 @@ type Request struct {
 	IgnoreInstall bool   `json:"ignore_install,omitempty"`
 }
 
-// Response answers a Request.
+// Response answers a Request. The daemon first sends one with Accepted
+// set, as soon as it has read the request, then the answer.
 type Response struct {
-	OK      bool          `json:"ok"`
-	Error   string        `json:"error,omitempty"`
-	Status  *Status       `json:"status,omitempty"`
-	Results []LoadOutcome `json:"results,omitempty"`
+	Accepted bool `json:"accepted,omitempty"`
+	// AnswerWithinMS, in the acknowledgement of a load, is how long the
+	// daemon's own bounds let the answer take, so that the helper waits
+	// as long as a daemon with longer bounds needs and no longer.
+	AnswerWithinMS int64         `json:"answer_within_ms,omitempty"`
+	OK             bool          `json:"ok"`
+	Error          string        `json:"error,omitempty"`
+	Status         *Status       `json:"status,omitempty"`
+	Results        []LoadOutcome `json:"results,omitempty"`
 }
 
 // LoadOutcome is what became of one module of a load request.
@@ -191,43 +199,131 @@ func (d *Daemon) Load(ctx context.Context, req Request) Response {
 	return resp
 }
 
-// Serve answers control connections on ln until ctx ends. Only root may
-// talk to the daemon: a load request is a privileged act.
+// Bounds of the control server. Each connection is served by its own
+// goroutine; these keep one client from holding it, and through it
+// shutdown, for longer.
+const (
+	// requestReadBound is how long a client has to send its request.
+	requestReadBound = 10 * time.Second
+	// responseWriteBound is how long a client has to take each line
+	// written to it; one that does not read is dropped.
+	responseWriteBound = 10 * time.Second
+	// drainBound is how long Serve waits, once it stops, for connections
+	// still being answered (their work ends with the context); past it
+	// they are logged and left to the process's exit.
+	drainBound = 5 * time.Second
+	// acceptBackoffMin and acceptBackoffMax bound the pause after a failed
+	// accept (EMFILE, ENFILE, ENOBUFS, ENOMEM): doubled at each failure in
+	// a row, so a lack of descriptors neither spins nor stops the server.
+	acceptBackoffMin = 5 * time.Millisecond
+	acceptBackoffMax = time.Second
+)
+
+// acceptor is what Serve needs of its listener; tests give it failures.
+type acceptor interface {
+	AcceptUnix() (*net.UnixConn, error)
+	Close() error
+}
+
+// Serve answers control connections on ln until ctx ends, each in its own
+// goroutine. Only root may talk to the daemon: a load request is a
+// privileged act. A failed accept is retried after a pause; Serve returns
+// an error only if ln is closed under it. When it returns, its connections
+// have been closed and their goroutines have ended, or drainBound passed.
 func (d *Daemon) Serve(ctx context.Context, ln *net.UnixListener) error {
-	var wg sync.WaitGroup
-	defer wg.Wait()
+	return d.serve(ctx, ln, responseWriteBound)
+}
+
+func (d *Daemon) serve(ctx context.Context, ln acceptor, writeBound time.Duration) error {
+	var conns sync.WaitGroup
+	var open atomic.Int64
+	defer func() {
+		if !waitBounded(&conns, drainBound) {
+			d.cfg.Log.Warn().Int64("connections", open.Load()).Dur("waited", drainBound).
+				Msg("control connections still busy at shutdown; leaving them")
+		}
+	}()
+	// Whatever ends Serve ends its connections too.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
+
+	backoff := acceptBackoffMin
+	failures := 0
+	var since time.Time
 	for {
 		conn, err := ln.AcceptUnix()
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				return err
 			}
-			return err
+			if failures == 0 {
+				since = time.Now()
+				d.cfg.Log.Error().Err(err).Msg("control socket: cannot accept connections; retrying")
+			}
+			failures++
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				return nil
+			}
+			backoff = min(backoff*2, acceptBackoffMax)
+			continue
 		}
-		wg.Add(1)
+		if failures > 0 {
+			d.cfg.Log.Info().Int("failures", failures).Dur("after", time.Since(since)).
+				Msg("control socket: accepting connections again")
+			failures, backoff = 0, acceptBackoffMin
+		}
+		conns.Add(1)
+		open.Add(1)
 		go func() {
-			defer wg.Done()
-			defer conn.Close()
-			d.serveConn(ctx, conn)
+			defer conns.Done()
+			defer open.Add(-1)
+			d.serveConn(ctx, conn, writeBound)
 		}()
 	}
 }
 
-func (d *Daemon) serveConn(ctx context.Context, conn *net.UnixConn) {
-	enc := json.NewEncoder(conn)
+// waitBounded waits for wg, at most bound; it reports whether wg is done.
+func waitBounded(wg *sync.WaitGroup, bound time.Duration) bool {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return true
+	case <-time.After(bound):
+		return false
+	}
+}
+
+// serveConn answers one request: it acknowledges the request as soon as
+// it has read it (the helper waits for that only briefly, and loads by
+// itself when no acknowledgement comes), then works and answers.
+func (d *Daemon) serveConn(ctx context.Context, conn *net.UnixConn, writeBound time.Duration) {
+	defer conn.Close()
+	// Shutdown ends the connection, whatever it waits for.
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	send := func(resp Response) bool {
+		conn.SetWriteDeadline(time.Now().Add(writeBound))
+		err := json.NewEncoder(conn).Encode(resp)
+		if err != nil && ctx.Err() == nil {
+			d.cfg.Log.Warn().Err(err).Dur("bound", writeBound).Msg("control client did not take its answer; dropped")
+		}
+		return err == nil
+	}
 	uid, err := peerUID(conn)
 	if err != nil || uid != 0 {
 		d.cfg.Log.Warn().Int("uid", uid).AnErr("peercred", err).Msg("control connection refused: not root")
-		enc.Encode(Response{Error: "permission denied: root only"})
+		send(Response{Error: "permission denied: root only"})
 		return
 	}
-	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	conn.SetReadDeadline(time.Now().Add(requestReadBound))
 	sc := bufio.NewScanner(conn)
 	sc.Buffer(make([]byte, 4096), maxRequest)
 	if !sc.Scan() {
@@ -236,10 +332,17 @@ func (d *Daemon) serveConn(ctx context.Context, conn *net.UnixConn) {
 	conn.SetReadDeadline(time.Time{})
 	var req Request
 	if err := json.Unmarshal(sc.Bytes(), &req); err != nil {
-		enc.Encode(Response{Error: "bad request: " + err.Error()})
+		send(Response{Error: "bad request: " + err.Error()})
 		return
 	}
-	enc.Encode(d.answer(ctx, req))
+	ack := Response{Accepted: true}
+	if req.Op == "load" {
+		ack.AnswerWithinMS = d.cfg.Loader.Bound().Milliseconds()
+	}
+	if !send(ack) {
+		return
+	}
+	send(d.answer(ctx, req))
 }
 
 func (d *Daemon) answer(ctx context.Context, req Request) Response {
@@ -266,6 +369,9 @@ func (d *Daemon) answer(ctx context.Context, req Request) Response {
 	return Response{Error: fmt.Sprintf("unknown op %q", req.Op)}
 }
 
+// peerUID is the uid of the process at the other end of conn: the client
+// for the server, and for a client the process that created the listening
+// socket.
 func peerUID(conn *net.UnixConn) (int, error) {
 	raw, err := conn.SyscallConn()
 	if err != nil {
@@ -286,16 +392,27 @@ func peerUID(conn *net.UnixConn) (int, error) {
 
 // Listen creates the control socket at path, root-only (0600), replacing
 // a stale socket left by a daemon that died but refusing to steal one a
-// live daemon answers on.
+// live daemon answers on. The directory holding it is created (0755) if
+// missing; an existing one must be root's and writable by nobody else, or
+// another user could put its own socket in the daemon's place.
 func Listen(path string) (*net.UnixListener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	dir := filepath.Dir(path)
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	if err := checkRootDir(dir); err != nil {
 		return nil, err
 	}
 	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
 		c.Close()
 		return nil, fmt.Errorf("%s: another daemon is listening", path)
 	} else if errors.Is(err, syscall.ECONNREFUSED) {
-		os.Remove(path)
+		// Only a socket is stale; any other file there is not ours.
+		if fi, err := os.Lstat(path); err == nil && fi.Mode().Type() == fs.ModeSocket {
+			os.Remove(path)
+		}
 	}
 	old := syscall.Umask(0o177)
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
@@ -306,30 +423,138 @@ func Listen(path string) (*net.UnixListener, error) {
 	return ln, nil
 }
 
+// checkRootDir fails unless dir is a directory owned by root that group
+// and others cannot write to.
+func checkRootDir(dir string) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	switch {
+	case !fi.IsDir():
+		return fmt.Errorf("%s: not a directory", dir)
+	case !ok:
+		return fmt.Errorf("%s: cannot read its owner", dir)
+	case st.Uid != 0:
+		return fmt.Errorf("%s: owned by uid %d, not root: refusing to use it for the control socket", dir, st.Uid)
+	case fi.Mode().Perm()&0o022 != 0:
+		return fmt.Errorf("%s: mode %04o lets group or others write to it: refusing to use it for the control socket", dir, fi.Mode().Perm())
+	}
+	return nil
+}
+
+// Waits bound how long Ask waits for the daemon; zero means until the
+// context ends.
+type Waits struct {
+	// Accept bounds the wait, from the dial, for the daemon to acknowledge
+	// the request, which it does before it starts working on it.
+	Accept time.Duration
+	// Answer bounds the wait for the answer once the request is
+	// acknowledged, beyond what the daemon says its answer may take
+	// (Response.AnswerWithinMS).
+	Answer time.Duration
+}
+
+// Errors from Ask that say how far the request got.
+var (
+	// ErrNoDaemon: nothing listens on the control socket.
+	ErrNoDaemon = errors.New("no daemon on the control socket")
+	// ErrNotAccepted: the daemon did not acknowledge the request in time
+	// (it is stopped or stuck), or the socket is not root's. It has not
+	// started on the request.
+	ErrNotAccepted = errors.New("the daemon did not accept the request")
+	// ErrNoAnswer: the daemon accepted the request but did not answer
+	// within Waits.Answer. It may still be working on it.
+	ErrNoAnswer = errors.New("the daemon accepted the request but did not answer in time")
+	// ErrHungUp: the daemon accepted the request, then closed the
+	// connection without answering (it stopped). Its work on the request
+	// ended with it.
+	ErrHungUp = errors.New("the daemon accepted the request, then hung up without answering")
+)
+
 // Ask sends one request to the daemon at path and returns its answer. It
 // fails fast (ErrNoDaemon) when no daemon listens, so the modprobe helper
-// can load by itself.
-func Ask(ctx context.Context, path string, req Request) (Response, error) {
+// can load by itself; see Waits and the errors above for the rest. The
+// daemon must run as root: a socket another user bound at the path is not
+// talked to.
+func Ask(ctx context.Context, path string, req Request, w Waits) (Response, error) {
+	return ask(ctx, path, req, w, peerUID)
+}
+
+// ask is Ask with the peer's credentials from serverUID, so tests can
+// play a server run by another user.
+func ask(ctx context.Context, path string, req Request, w Waits, serverUID func(*net.UnixConn) (int, error)) (Response, error) {
+	acceptBy := deadlineWithin(w.Accept)
+	dialCtx := ctx
+	if !acceptBy.IsZero() {
+		var cancel context.CancelFunc
+		dialCtx, cancel = context.WithDeadline(ctx, acceptBy)
+		defer cancel()
+	}
 	var dialer net.Dialer
-	conn, err := dialer.DialContext(ctx, "unix", path)
-	if err != nil {
-		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
-			return Response{}, fmt.Errorf("%w: %v", ErrNoDaemon, err)
-		}
+	c, err := dialer.DialContext(dialCtx, "unix", path)
+	switch {
+	case errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED):
+		return Response{}, fmt.Errorf("%w: %v", ErrNoDaemon, err)
+	case ctx.Err() != nil:
+		return Response{}, ctx.Err()
+	case errors.Is(err, syscall.EAGAIN) || errors.Is(err, context.DeadlineExceeded):
+		// EAGAIN: its listen backlog is full, nobody accepts.
+		return Response{}, fmt.Errorf("%w: %v", ErrNotAccepted, err)
+	case err != nil:
 		return Response{}, err
 	}
+	conn := c.(*net.UnixConn)
 	defer conn.Close()
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
-	defer stop()
-	if err := json.NewEncoder(conn).Encode(req); err != nil {
-		return Response{}, err
+	if uid, err := serverUID(conn); err != nil {
+		return Response{}, fmt.Errorf("%w: %s: cannot tell who serves it: %v", ErrNotAccepted, path, err)
+	} else if uid != 0 {
+		return Response{}, fmt.Errorf("%w: %s is served by uid %d, not root: not talking to it", ErrNotAccepted, path, uid)
 	}
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+
+	conn.SetDeadline(acceptBy)
+	if err := json.NewEncoder(conn).Encode(req); err != nil {
+		return Response{}, failedAsk(ctx, ErrNotAccepted, err)
+	}
+	dec := json.NewDecoder(bufio.NewReader(conn))
 	var resp Response
-	if err := json.NewDecoder(bufio.NewReader(conn)).Decode(&resp); err != nil {
-		return Response{}, fmt.Errorf("reading the daemon's answer: %w", err)
+	if err := dec.Decode(&resp); err != nil {
+		return Response{}, failedAsk(ctx, ErrNotAccepted, err)
+	}
+	if !resp.Accepted {
+		return resp, nil // refused before any work: bad request, not root
+	}
+	if w.Answer > 0 {
+		conn.SetDeadline(deadlineWithin(w.Answer + time.Duration(resp.AnswerWithinMS)*time.Millisecond))
+	} else {
+		conn.SetDeadline(time.Time{})
+	}
+	resp = Response{}
+	if err := dec.Decode(&resp); err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return Response{}, failedAsk(ctx, ErrNoAnswer, err)
+		}
+		return Response{}, failedAsk(ctx, ErrHungUp, err)
 	}
 	return resp, nil
 }
 
-// ErrNoDaemon: nothing listens on the control socket.
-var ErrNoDaemon = errors.New("no daemon on the control socket")
+// deadlineWithin is the deadline bound from now; none for a zero bound.
+func deadlineWithin(bound time.Duration) time.Time {
+	if bound <= 0 {
+		return time.Time{}
+	}
+	return time.Now().Add(bound)
+}
+
+// failedAsk reports an I/O error of Ask as kind, or as the context's end
+// if that is what closed the connection.
+func failedAsk(ctx context.Context, kind, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return fmt.Errorf("%w: %v", kind, err)
+}

@@ -330,27 +330,27 @@ func TestControlSocket(t *testing.T) {
 		t.Error("a second daemon took over a live control socket")
 	}
 
-	resp, err := Ask(ctx, path, Request{Op: "load", Name: "dev:b9"})
+	resp, err := Ask(ctx, path, Request{Op: "load", Name: "dev:b9"}, Waits{})
 	if err != nil || !resp.OK || len(resp.Results) != 1 || resp.Results[0].Module != "b" {
 		t.Fatalf("load: %+v, %v", resp, err)
 	}
 	if !r.live("b") {
 		t.Error("load request answered before b was live")
 	}
-	if resp, _ := Ask(ctx, path, Request{Op: "load", Name: "dev:nothing"}); resp.OK || !strings.Contains(resp.Error, "not found") {
+	if resp, _ := Ask(ctx, path, Request{Op: "load", Name: "dev:nothing"}, Waits{}); resp.OK || !strings.Contains(resp.Error, "not found") {
 		t.Errorf("unknown alias: %+v", resp)
 	}
-	if resp, err := Ask(ctx, path, Request{Op: "settle", TimeoutMS: 2000}); err != nil || !resp.OK {
+	if resp, err := Ask(ctx, path, Request{Op: "settle", TimeoutMS: 2000}, Waits{}); err != nil || !resp.OK {
 		t.Errorf("settle: %+v, %v", resp, err)
 	}
-	resp, err = Ask(ctx, path, Request{Op: "status"})
+	resp, err = Ask(ctx, path, Request{Op: "status"}, Waits{})
 	if err != nil || resp.Status == nil || resp.Status.Modules["b"].State != "live" {
 		t.Errorf("status: %+v, %v", resp, err)
 	}
-	if resp, _ := Ask(ctx, path, Request{Op: "reboot"}); resp.OK {
+	if resp, _ := Ask(ctx, path, Request{Op: "reboot"}, Waits{}); resp.OK {
 		t.Error("an unknown op succeeded")
 	}
-	if _, err := Ask(ctx, filepath.Join(t.TempDir(), "none"), Request{Op: "status"}); !errors.Is(err, ErrNoDaemon) {
+	if _, err := Ask(ctx, filepath.Join(t.TempDir(), "none"), Request{Op: "status"}, Waits{}); !errors.Is(err, ErrNoDaemon) {
 		t.Errorf("no daemon: %v", err)
 	}
 }

@@ -417,6 +417,10 @@ func (l *Loader) liveTimeout() time.Duration {
 	return l.LiveTimeout
 }
 
+// Bound is the longest the loader lets the load of one module take: the
+// live timeout, after an install command's time.
+func (l *Loader) Bound() time.Duration { return l.liveTimeout() + l.commandTimeout() }
+
 func (l *Loader) commandTimeout() time.Duration {
 	if l.CommandTimeout <= 0 {
 		return DefaultCommandTimeout

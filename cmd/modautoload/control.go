@@ -38,7 +38,7 @@ func runSettle(ctx context.Context, env *cliEnv, args []string) int {
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	for {
-		resp, err := daemon.Ask(ctx, control, daemon.Request{Op: "settle", TimeoutMS: time.Until(deadline(ctx)).Milliseconds()})
+		resp, err := daemon.Ask(ctx, control, daemon.Request{Op: "settle", TimeoutMS: time.Until(deadline(ctx)).Milliseconds()}, daemon.Waits{})
 		switch {
 		case err == nil && resp.OK:
 			return 0
@@ -87,7 +87,7 @@ func runStatus(ctx context.Context, env *cliEnv, args []string) int {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	resp, err := daemon.Ask(ctx, control, daemon.Request{Op: "status"})
+	resp, err := daemon.Ask(ctx, control, daemon.Request{Op: "status"}, daemon.Waits{})
 	if err == nil && !resp.OK {
 		err = errors.New(resp.Error)
 	}

@@ -142,6 +142,11 @@ func runDaemon(ctx context.Context, env *cliEnv, args []string) int {
 		return 1
 	}
 	defer os.Remove(control)
+	// The modprobe helper obeys the same allow-list when it loads without
+	// us (we stopped, or are stuck): it reads our rule paths there.
+	if err := daemon.PublishRulePaths(control, rulePaths); err != nil {
+		log.Error().Err(err).Msg("cannot record the rule paths for the modprobe helper; it will read the default rule directories")
+	}
 
 	d, err := daemon.New(daemon.Config{
 		Source: src, Resolver: live, Loader: ld, Sysfs: "/sys",

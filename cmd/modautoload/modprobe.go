@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/modautoload/modautoload/daemon"
 	"github.com/modautoload/modautoload/loader"
+	"github.com/modautoload/modautoload/rules"
 )
 
 const modprobeHelp = `modprobe [-q] [-n] [-v] [-b] [-a] [-r] [-i] [-R] [--show-depends] [-d DIR] [-S VERSION] [-C PATH] [--] NAME [PARAM=VALUE...]
@@ -21,7 +23,14 @@ modprobe, with the same exit status: 0 on success, 1 on any failure. The
 kernel runs it as "modprobe -q -- NAME" when /proc/sys/kernel/modprobe
 names it (or a link to it called modprobe). It returns success only when
 every module is built in or live, and hands each module to the kernel at
-most once at a time, however many modprobe processes ask at once.`
+most once at a time, however many modprobe processes ask at once.
+
+With a daemon on the control socket, loads go through it (not with -d, -S
+or -C, which it would not follow). A daemon that does not take the load
+within 2s (stopped, stuck) is passed by: modprobe loads by itself. Either
+way the event rules' allow-list holds: without the daemon, modprobe reads
+the rule paths the daemon recorded beside its control socket (its --rules),
+else the default rule directories.`
 
 type modprobeFlags struct {
 	all, useBlacklist, dryRun, verbose, quiet, remove bool
@@ -112,29 +121,65 @@ func runModprobe(ctx context.Context, env *cliEnv, args []string) int {
 	case f.remove:
 		return removeModules(out, log, r, names, f)
 	}
-	// With a daemon running, kernel requests and command-line loads share
-	// its per-module serialization, burst memory and allow-list. Not from
-	// inside an install command the daemon runs (kmod sets
-	// MODPROBE_MODULE for those): that request would wait on itself.
-	if os.Getenv("MODPROBE_MODULE") == "" {
-		if code, ok := loadViaDaemon(ctx, log, names, params, f); ok {
-			return code
-		}
+	code, direct := 0, names
+	if viaDaemon(&mods) {
+		code, direct = loadViaDaemon(ctx, log, names, params, f, daemon.Waits{Accept: daemonAcceptBound, Answer: daemonAnswerSlack})
 	}
-	return loadModules(ctx, out, log, r, names, params, f)
+	if len(direct) == 0 {
+		return code
+	}
+	l := loader.NewLoader(loader.SystemKernel{}, "/sys")
+	defer l.Shutdown(context.Background())
+	rs := helperRules(log, f.control)
+	return max(code, loadModules(ctx, out, log, r, l, rs.Allowed, direct, params, f))
 }
 
-// loadViaDaemon hands each load to the daemon; ok is false when there is
-// no daemon to hand to.
-func loadViaDaemon(ctx context.Context, log zerolog.Logger, names []string, params string, f modprobeFlags) (code int, ok bool) {
+// viaDaemon says whether loads go to the daemon, if one runs. With one,
+// kernel requests and command-line loads share its per-module
+// serialization, burst memory and allow-list. Not from inside an install
+// command the daemon runs (kmod sets MODPROBE_MODULE for those): that
+// request would wait on itself. Nor with -d, -S or -C: the daemon loads
+// from its own module directory with its own modprobe.d, not the ones
+// asked for.
+func viaDaemon(mods *moduleOptions) bool {
+	return os.Getenv("MODPROBE_MODULE") == "" && mods.basedir == "" && mods.kver == "" && len(mods.config) == 0
+}
+
+// The helper's waits for the daemon. The daemon acknowledges a request
+// as soon as it has read it, so daemonAcceptBound only covers its
+// scheduling: past it the daemon is stopped or stuck, and the helper
+// loads by itself rather than keep the kernel's request_module() waiting.
+// The daemon's acknowledgement says how long its own bounds let the
+// answer take (its wait for a module to go live, after an install
+// command); daemonAnswerSlack is added to that: past it the helper fails
+// rather than load what the daemon is loading.
+const (
+	daemonAcceptBound = 2 * time.Second
+	daemonAnswerSlack = 30 * time.Second
+)
+
+// loadViaDaemon hands each load to the daemon. It returns the names the
+// daemon did not take, to be loaded directly: all of them without a
+// daemon; from the first it did not accept (it is stopped or stuck) or
+// dropped unanswered (it stopped), the rest. A direct load is safe even
+// then: loads of the same module serialise on its file's lock, and a load
+// in progress is waited for through sysfs.
+func loadViaDaemon(ctx context.Context, log zerolog.Logger, names []string, params string, f modprobeFlags, w daemon.Waits) (code int, direct []string) {
 	for i, name := range names {
 		resp, err := daemon.Ask(ctx, f.control, daemon.Request{
 			Op: "load", Name: name, Params: params, UseBlacklist: f.useBlacklist, IgnoreInstall: f.ignoreInstall,
-		})
-		if errors.Is(err, daemon.ErrNoDaemon) && i == 0 {
-			return 0, false
-		}
-		if err != nil {
+		}, w)
+		switch {
+		case errors.Is(err, daemon.ErrNoDaemon):
+			return code, names[i:]
+		case errors.Is(err, daemon.ErrNotAccepted), errors.Is(err, daemon.ErrHungUp):
+			log.Warn().Str("name", name).Err(err).Msg("loading without the daemon")
+			return code, names[i:]
+		case errors.Is(err, daemon.ErrNoAnswer):
+			log.Error().Str("name", name).Dur("waited", w.Answer).Msg("the daemon took the load but did not finish it in time; not loading it a second time")
+			code = 1
+			continue
+		case err != nil:
 			log.Error().Str("name", name).Err(err).Msg("the daemon did not answer")
 			code = 1
 			continue
@@ -155,7 +200,28 @@ func loadViaDaemon(ctx context.Context, log zerolog.Logger, names []string, para
 		}
 		log.Debug().Str("name", name).Msg("loaded by the daemon")
 	}
-	return code, true
+	return code, nil
+}
+
+// helperRules reads the event rules whose allow-list a load without the
+// daemon obeys: those the daemon at control recorded it was started with
+// (--rules), else the default directories. Problems are warnings, as in
+// the daemon; a line that may have been an ALLOW and could not be read
+// turns allow-list mode on (see rules.EventRules), so they never widen it.
+func helperRules(log zerolog.Logger, control string) *rules.EventRules {
+	paths, err := daemon.PublishedRulePaths(control)
+	if err != nil {
+		log.Warn().Err(err).Msg("the daemon's rule paths are unreadable; using the default rule directories")
+	}
+	rs, err := rules.LoadEventRules(rules.EventRulesOptions{Paths: paths})
+	if err != nil {
+		log.Warn().Err(err).Msg("event rules not loaded; no allow-list applies")
+		return nil
+	}
+	for _, p := range rs.Problems {
+		log.Warn().Err(p).Msg("event rule skipped")
+	}
+	return rs
 }
 
 // showModules answers -R, --show-depends and -n without touching the
@@ -197,10 +263,10 @@ func showModules(out *bufio.Writer, log zerolog.Logger, r *loader.Resolver, name
 	return status
 }
 
-func loadModules(ctx context.Context, out *bufio.Writer, log zerolog.Logger, r *loader.Resolver, names []string, params string, f modprobeFlags) int {
-	l := loader.NewLoader(loader.SystemKernel{}, "/sys")
-	defer l.Shutdown(context.Background())
-	ropts := loader.ResolveOptions{UseBlacklist: f.useBlacklist, Params: params, IgnoreInstall: f.ignoreInstall}
+// loadModules loads names with l, refusing the modules allowed does not
+// allow: the event rules' allow-list holds without the daemon too.
+func loadModules(ctx context.Context, out *bufio.Writer, log zerolog.Logger, r *loader.Resolver, l *loader.Loader, allowed func(string) bool, names []string, params string, f modprobeFlags) int {
+	ropts := loader.ResolveOptions{UseBlacklist: f.useBlacklist, Params: params, IgnoreInstall: f.ignoreInstall, Allowed: allowed}
 	var opts loader.LoadOptions
 	if f.verbose {
 		opts.Before = func(s loader.Step) {
@@ -220,6 +286,9 @@ func loadModules(ctx context.Context, out *bufio.Writer, log zerolog.Logger, r *
 			switch {
 			case res.Blacklisted:
 				log.Debug().Str("module", res.Module).Str("name", name).Msg("blacklisted, not loaded")
+			case res.Refused:
+				log.Error().Str("module", res.Module).Str("name", name).Msg("refused: not in the allow-list")
+				status = 1
 			case res.Err != nil:
 				log.Error().Str("module", res.Module).Str("name", name).Err(res.Err).Msg("could not insert")
 				status = 1
