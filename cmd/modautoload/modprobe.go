@@ -106,27 +106,29 @@ func runModprobe(ctx context.Context, env *cliEnv, args []string) int {
 		}
 	}
 
+	out := bufio.NewWriter(env.stdout)
+	defer out.Flush()
+	// A hand-off to the daemon needs no module database: open it only for
+	// what is done here, so the kernel's helper answers at once.
+	load := !(f.resolveAlias || f.showDepends || f.dryRun || f.remove)
+	code, direct := 0, names
+	if load && viaDaemon(&mods) {
+		code, direct = loadViaDaemon(ctx, log, names, params, f, daemon.Waits{Accept: daemonAcceptBound, Answer: daemonAnswerSlack})
+		if len(direct) == 0 {
+			return code
+		}
+	}
 	r, err := mods.openResolver(log)
 	if err != nil {
 		log.Error().Err(err).Msg("cannot start")
 		return 1
 	}
 	defer r.DB.Close()
-
-	out := bufio.NewWriter(env.stdout)
-	defer out.Flush()
 	switch {
-	case f.resolveAlias || f.showDepends || f.dryRun && !f.remove:
-		return showModules(out, log, r, names, params, f)
 	case f.remove:
 		return removeModules(out, log, r, names, f)
-	}
-	code, direct := 0, names
-	if viaDaemon(&mods) {
-		code, direct = loadViaDaemon(ctx, log, names, params, f, daemon.Waits{Accept: daemonAcceptBound, Answer: daemonAnswerSlack})
-	}
-	if len(direct) == 0 {
-		return code
+	case !load:
+		return showModules(out, log, r, names, params, f)
 	}
 	l := loader.NewLoader(loader.SystemKernel{}, "/sys")
 	defer l.Shutdown(context.Background())
