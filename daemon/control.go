@@ -80,6 +80,7 @@ type Status struct {
 	ColdplugDone bool                          `json:"coldplug_done"`
 	Loads        loader.Stats                  `json:"loads"`
 	Modules      map[string]loader.ModuleState `json:"modules"`
+	Memory       Memory                        `json:"memory"`
 }
 
 // Status returns the counters and per-module states now.
@@ -96,6 +97,7 @@ func (d *Daemon) Status() Status {
 	st.KernelSeqnum = ReadSeqnum(d.cfg.Sysfs)
 	st.Loads = d.cfg.Loader.Stats()
 	st.Modules = d.cfg.Loader.States()
+	st.Memory = readMemory()
 	return st
 }
 

@@ -99,3 +99,19 @@ func TestExplicitRequestRetriesAFailure(t *testing.T) {
 		t.Errorf("%d loads of bad after an explicit request, want 2", n)
 	}
 }
+
+// The status accounts for memory from both sides: the kernel's count and
+// the Go runtime's.
+func TestStatusAccountsForMemory(t *testing.T) {
+	r := newRig(t, "", nil)
+	m := r.d.Status().Memory
+	if m.RSSKiB <= 0 || m.AnonKiB <= 0 || m.Threads <= 0 {
+		t.Errorf("kernel figures missing: %+v", m)
+	}
+	if m.HeapObjects == 0 || m.Stacks == 0 {
+		t.Errorf("runtime figures missing: %+v", m)
+	}
+	if m.HeapObjects > uint64(m.RSSKiB)<<10 {
+		t.Errorf("heap in use %d bytes, more than the resident %d KiB: %+v", m.HeapObjects, m.RSSKiB, m)
+	}
+}
