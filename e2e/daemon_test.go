@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -92,6 +93,7 @@ func TestDaemonColdplugParity(t *testing.T) {
 sleep 3
 echo "E2E:LATER $(cut -d' ' -f1 /proc/modules | sort | tr '\n' ' ')"
 echo "E2E:RSS_LATER $(grep -E '^(VmRSS|VmHWM)' /proc/$DAEMON/status | tr -s ' \t' ' ' | tr '\n' ' ')"
+echo "E2E:STAT $(cat /proc/$DAEMON/stat)"
 ` + daemonLog,
 	})
 	if res.Value("SETTLE_RC") != "0" {
@@ -114,6 +116,21 @@ echo "E2E:RSS_LATER $(grep -E '^(VmRSS|VmHWM)' /proc/$DAEMON/status | tr -s ' \t
 	}
 	st := daemonStatus(t, res)
 	t.Logf("daemon: %d modules (kmod %d), extra %v; loads %+v; memory %s", len(ours), len(kmods), minus(ours, kmods), st.Loads, res.Value("RSS_LATER"))
+	// Cost guard (DESIGN.md invariant 8): the daemon's own CPU time for
+	// the whole coldplug. Good runs measure 0.7 s user and 4.9 s system; a
+	// collector running flat out (a 4 MiB GOMEMLIMIT measured 8.9 s user
+	// and 14.2 s system) must fail.
+	if utime, stime, err := procCPU(res.Value("STAT")); err != nil {
+		t.Errorf("daemon CPU time: %v", err)
+	} else {
+		t.Logf("daemon CPU time after coldplug: user %v, system %v; memory %s", utime, stime, res.Value("RSS_LATER"))
+		if utime > 2*time.Second {
+			t.Errorf("daemon user CPU time after coldplug %v, more than 2 s", utime)
+		}
+		if utime+stime > 12*time.Second {
+			t.Errorf("daemon CPU time after coldplug %v (user %v, system %v), more than 12 s", utime+stime, utime, stime)
+		}
+	}
 	// The goal for an initramfs is under 10 MiB resident after coldplug
 	// (measured once the daemon had a moment to give memory back). Runs
 	// measured 8.5 to 12.3 MiB, so this bound guards against regressions
@@ -125,6 +142,32 @@ echo "E2E:RSS_LATER $(grep -E '^(VmRSS|VmHWM)' /proc/$DAEMON/status | tr -s ' \t
 	} else {
 		t.Errorf("no memory figures: %q", res.Value("RSS_LATER"))
 	}
+}
+
+// clockTick is the unit of the CPU times in /proc/PID/stat (USER_HZ,
+// 100 on every architecture Linux runs Go on).
+const clockTick = 10 * time.Millisecond
+
+// procCPU returns the user and system CPU time of a /proc/PID/stat line:
+// fields 14 and 15, in clock ticks. The command name (field 2) is in
+// parentheses and may hold spaces and parentheses itself, so the fields
+// are counted from the last ')'.
+func procCPU(stat string) (utime, stime time.Duration, err error) {
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, 0, fmt.Errorf("/proc/PID/stat %q: no command name", stat)
+	}
+	// After the name: state (field 3) ... utime (14), stime (15).
+	f := strings.Fields(stat[i+1:])
+	if len(f) < 13 {
+		return 0, 0, fmt.Errorf("/proc/PID/stat %q: %d fields after the command name, want at least 13", stat, len(f))
+	}
+	u, err1 := strconv.ParseUint(f[11], 10, 32)
+	s, err2 := strconv.ParseUint(f[12], 10, 32)
+	if err1 != nil || err2 != nil {
+		return 0, 0, fmt.Errorf("/proc/PID/stat %q: utime %q, stime %q are not tick counts", stat, f[11], f[12])
+	}
+	return time.Duration(u) * clockTick, time.Duration(s) * clockTick, nil
 }
 
 // TestDaemonHotplug: devices added over QMP while the daemon runs get their

@@ -1,6 +1,9 @@
 package e2e
 
-import "testing"
+import (
+	"testing"
+	"time"
+)
 
 func TestParseMarker(t *testing.T) {
 	for _, tc := range []struct {
@@ -33,5 +36,27 @@ func TestResultLookup(t *testing.T) {
 	}
 	if got := r.Value("C"); got != "" {
 		t.Errorf("Value(C) = %q, want empty", got)
+	}
+}
+
+func TestProcCPU(t *testing.T) {
+	for _, tc := range []struct {
+		stat         string
+		utime, stime time.Duration
+		bad          bool
+	}{
+		{stat: "412 (modautoload) S 1 412 0 0 -1 4194560 1536 0 0 0 70 490 0 0 20 0 6 0 180 1261568 2048 18446744073709551615",
+			utime: 700 * time.Millisecond, stime: 4900 * time.Millisecond},
+		// A command name with spaces and a ')' of its own.
+		{stat: "7 (a b) c) R 1 7 0 0 -1 0 0 0 0 0 893 1421 0 0 20 0 1 0 5 0 0 0",
+			utime: 8930 * time.Millisecond, stime: 14210 * time.Millisecond},
+		{stat: "", bad: true},
+		{stat: "7 (x) R 1 7 0", bad: true},
+		{stat: "7 (x) R 1 7 0 0 -1 0 0 0 0 0 -5 3 0", bad: true},
+	} {
+		u, s, err := procCPU(tc.stat)
+		if (err != nil) != tc.bad || u != tc.utime || s != tc.stime {
+			t.Errorf("procCPU(%q) = %v, %v, %v; want %v, %v, error %v", tc.stat, u, s, err, tc.utime, tc.stime, tc.bad)
+		}
 	}
 }
