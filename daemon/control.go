@@ -25,6 +25,10 @@ import (
 // modprobe helper's load requests.
 const DefaultControl = "/run/modautoload/control"
 
+// maxSettle bounds a settle request: an hour, for a client that names no
+// bound or an absurd one.
+const maxSettle = time.Hour
+
 // maxRequest bounds one control request line.
 const maxRequest = 64 << 10
 
@@ -353,11 +357,14 @@ func (d *Daemon) answer(ctx context.Context, req Request) Response {
 		st := d.Status()
 		return Response{OK: true, Status: &st}
 	case "settle":
-		if req.TimeoutMS > 0 {
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(ctx, time.Duration(req.TimeoutMS)*time.Millisecond)
-			defer cancel()
+		// A client that names no bound gets settle's default one, so no
+		// request holds a goroutine here for good.
+		timeout := time.Duration(req.TimeoutMS) * time.Millisecond
+		if timeout <= 0 || timeout > maxSettle {
+			timeout = maxSettle
 		}
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
 		if err := d.Settle(ctx); err != nil {
 			return Response{Error: err.Error()}
 		}
