@@ -357,7 +357,7 @@ func (d *Daemon) answer(ctx context.Context, req Request) Response {
 		st := d.Status()
 		return Response{OK: true, Status: &st}
 	case "settle":
-		// A client that names no bound gets settle's default one, so no
+		// A client that names no bound gets maxSettle, so no
 		// request holds a goroutine here for good.
 		timeout := time.Duration(req.TimeoutMS) * time.Millisecond
 		if timeout <= 0 || timeout > maxSettle {
