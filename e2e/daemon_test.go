@@ -117,9 +117,12 @@ echo "E2E:STAT $(cat /proc/$DAEMON/stat)"
 	st := daemonStatus(t, res)
 	t.Logf("daemon: %d modules (kmod %d), extra %v; loads %+v; memory %s", len(ours), len(kmods), minus(ours, kmods), st.Loads, res.Value("RSS_LATER"))
 	// Cost guard (DESIGN.md invariant 8): the daemon's own CPU time for
-	// the whole coldplug. Good runs measure 0.7 s user and 4.9 s system; a
-	// collector running flat out (a 4 MiB GOMEMLIMIT measured 8.9 s user
-	// and 14.2 s system) must fail.
+	// the whole coldplug. Good runs measure 0.7 to 1.1 s user and 4.4 to
+	// 6.5 s system on a quiet host (14 s system when other guests shared
+	// its 2 cores: TCG guest time stretches with host load, system time
+	// most, as it is mostly the kernel's own load work); a collector
+	// running flat out (a 4 MiB GOMEMLIMIT measured 8.9 to 10.7 s user and
+	// 14.2 to 21.7 s system) must fail.
 	if utime, stime, err := procCPU(res.Value("STAT")); err != nil {
 		t.Errorf("daemon CPU time: %v", err)
 	} else {
@@ -127,8 +130,8 @@ echo "E2E:STAT $(cat /proc/$DAEMON/stat)"
 		if utime > 2*time.Second {
 			t.Errorf("daemon user CPU time after coldplug %v, more than 2 s", utime)
 		}
-		if utime+stime > 12*time.Second {
-			t.Errorf("daemon CPU time after coldplug %v (user %v, system %v), more than 12 s", utime+stime, utime, stime)
+		if utime+stime > 25*time.Second {
+			t.Errorf("daemon CPU time after coldplug %v (user %v, system %v), more than 25 s", utime+stime, utime, stime)
 		}
 	}
 	// The goal for an initramfs is under 10 MiB resident after coldplug
