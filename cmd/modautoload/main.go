@@ -50,8 +50,13 @@ func main() {
 	}
 	code := run(ctx, &cliEnv{stdout: os.Stdout, stderr: os.Stderr}, args)
 	stop()
+	stopProfile()
 	os.Exit(code)
 }
+
+// stopProfile ends a CPU profile; only a binary built with -tags profile
+// starts one (profile.go).
+var stopProfile = func() {}
 
 func run(ctx context.Context, env *cliEnv, args []string) int {
 	if len(args) == 0 {
