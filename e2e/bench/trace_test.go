@@ -2,6 +2,7 @@ package main
 
 import (
 	"math"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -54,7 +55,7 @@ func TestTraceWindow(t *testing.T) {
 	}
 	// Only the call that loaded a module is kept; the EEXIST and the
 	// ENODEV without a module_load name none.
-	if want := (call{module: "button", load: 6.346034, live: 6.360000, exit: 6.363420}); len(w.calls) != 1 || w.calls[0] != want {
+	if want := (call{module: "button", enter: 6.275347, load: 6.346034, live: 6.360000, exit: 6.363420}); len(w.calls) != 1 || w.calls[0] != want {
 		t.Errorf("calls = %+v, want [%+v]", w.calls, want)
 	}
 	if _, err := tl.between("start", "hp-live"); err == nil {
@@ -74,6 +75,75 @@ func TestTraceWindow(t *testing.T) {
 	}
 	if _, err := tl.between("start", "settled"); err == nil {
 		t.Error("a load without a live event gave no error")
+	}
+}
+
+// hotplugTrace is trimmed from a real guest's trace (udevd, the first
+// hotplug): the PCI function's uevent, the virtio device's, a udevd worker
+// loading virtio_input and the uevents of the input devices its init
+// creates. The worker's own netlink_broadcast calls (udevd passing events
+// on to its listeners) and its reads of uevent files (dev_uevent with no
+// ACTION yet: "(fault)") are in it too.
+const hotplugTrace = `              sh-93      [001] .....    22.950035: tracing_mark_write: hp-start 1
+    kworker/u4:5-145     [000] .....    22.976068: devuevent: (dev_uevent+0x0/0x2f0) action="ACTION=add" devpath="DEVPATH=/devices/LNXSYSTM:00/LNXSYBUS:00/PNP0A03:00/device:1a/wakeup/wakeup25"
+    kworker/u4:5-145     [000] .....    22.976815: uevsend: (netlink_broadcast+0x0/0x4f0)
+    kworker/u4:5-145     [000] .....    22.979266: devuevent: (dev_uevent+0x0/0x2f0) action="ACTION=add" devpath="DEVPATH=/devices/pci0000:00/0000:00:1a.0"
+    kworker/u4:5-145     [000] .....    22.979308: uevsend: (netlink_broadcast+0x0/0x4f0)
+   (udev-worker)-120     [001] .....    22.979790: devuevent: (dev_uevent+0x0/0x2f0) action=(fault) devpath=(fault)
+   (udev-worker)-120     [001] .....    22.980768: uevsend: (netlink_broadcast+0x0/0x4f0)
+    kworker/u4:5-145     [000] .....    23.109609: devuevent: (dev_uevent+0x0/0x2f0) action="ACTION=add" devpath="DEVPATH=/devices/pci0000:00/0000:00:1a.0/virtio5"
+    kworker/u4:5-145     [000] .....    23.109685: uevsend: (netlink_broadcast+0x0/0x4f0)
+    kworker/u4:5-145     [000] .....    23.110225: devuevent: (dev_uevent+0x0/0x2f0) action="ACTION=bind" devpath="DEVPATH=/devices/pci0000:00/0000:00:1a.0"
+    kworker/u4:5-145     [000] .....    23.110252: uevsend: (netlink_broadcast+0x0/0x4f0)
+   (udev-worker)-120     [001] .....    23.111156: devuevent: (dev_uevent+0x0/0x2f0) action=(fault) devpath=(fault)
+   (udev-worker)-120     [001] .....    23.113177: uevsend: (netlink_broadcast+0x0/0x4f0)
+   (udev-worker)-120     [001] ...1.    23.115620: sys_finit_module(fd: 5, uargs: 7fc0321e0efd, flags: 0)
+   (udev-worker)-120     [001] .....    23.124403: module_load: virtio_input 
+   (udev-worker)-120     [001] .....    23.126507: devuevent: (dev_uevent+0x0/0x2f0) action="ACTION=add" devpath="DEVPATH=/devices/pci0000:00/0000:00:1a.0/virtio5/input/input7"
+   (udev-worker)-120     [001] .....    23.126624: uevsend: (netlink_broadcast+0x0/0x4f0)
+   (udev-worker)-120     [001] .....    23.177933: devuevent: (dev_uevent+0x0/0x2f0) action="ACTION=bind" devpath="DEVPATH=/devices/pci0000:00/0000:00:1a.0/virtio5"
+   (udev-worker)-120     [001] .....    23.177957: uevsend: (netlink_broadcast+0x0/0x4f0)
+   (udev-worker)-120     [001] .....    23.178064: uevsend: (netlink_broadcast+0x0/0x4f0)
+   (udev-worker)-120     [001] .....    23.178158: modlive: (async_synchronize_full+0x0/0x20)
+   (udev-worker)-120     [001] .N.1.    23.178460: sys_finit_module -> 0x0
+   (udev-worker)-119     [001] .....    23.180135: uevsend: (netlink_broadcast+0x0/0x4f0)
+           rmmod-191     [001] .....    24.304277: devuevent: (dev_uevent+0x0/0x2f0) action="ACTION=remove" devpath="DEVPATH=/devices/pci0000:00/0000:00:1a.0/virtio5/input/input7"
+           rmmod-191     [001] .....    24.304330: uevsend: (netlink_broadcast+0x0/0x4f0)
+              sh-93      [001] .....    25.950035: tracing_mark_write: hp-end 1`
+
+const (
+	hotplugPCI    = "/devices/pci0000:00/0000:00:1a.0"
+	hotplugVirtio = "/devices/pci0000:00/0000:00:1a.0/virtio5"
+)
+
+func hotplugWindow(t *testing.T, trace string) window {
+	t.Helper()
+	tl, err := parseTrace(strings.Split(trace, "\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := tl.between("hp-start 1", "hp-end 1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+func TestUevents(t *testing.T) {
+	w := hotplugWindow(t, hotplugTrace)
+	// The faulted reads are no uevents; the workers' own broadcasts are
+	// no uevent's emission.
+	want := []uevent{
+		{"add", "/devices/LNXSYSTM:00/LNXSYBUS:00/PNP0A03:00/device:1a/wakeup/wakeup25", 22.976068, 22.976815},
+		{"add", hotplugPCI, 22.979266, 22.979308},
+		{"add", hotplugVirtio, 23.109609, 23.109685},
+		{"bind", hotplugPCI, 23.110225, 23.110252},
+		{"add", hotplugVirtio + "/input/input7", 23.126507, 23.126624},
+		{"bind", hotplugVirtio, 23.177933, 23.177957},
+		{"remove", hotplugVirtio + "/input/input7", 24.304277, 24.304330},
+	}
+	if !slices.Equal(w.uevents, want) {
+		t.Errorf("uevents:\n got %+v\nwant %+v", w.uevents, want)
 	}
 }
 
