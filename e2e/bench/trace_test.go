@@ -1,10 +1,15 @@
 package main
 
 import (
+	"fmt"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/modautoload/modautoload/e2e"
 )
 
 // traceSample is trimmed from a real guest's trace, with the
@@ -144,6 +149,122 @@ func TestUevents(t *testing.T) {
 	}
 	if !slices.Equal(w.uevents, want) {
 		t.Errorf("uevents:\n got %+v\nwant %+v", w.uevents, want)
+	}
+}
+
+func TestTimeHotplug(t *testing.T) {
+	w := hotplugWindow(t, hotplugTrace)
+	h, err := timeHotplug(w, hotplugPCI, hotplugVirtio, "virtio_input")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name      string
+		got, want float64
+	}{
+		{"probe", h.probe, 23.109685 - 22.979308},
+		{"reaction", h.reaction, 23.115620 - 23.109685},
+		{"load", h.load, 23.178158 - 23.115620},
+		{"total", h.total(), 23.178158 - 22.979308},
+	} {
+		if math.Abs(c.got-c.want) > 1e-9 {
+			t.Errorf("%s = %.6f, want %.6f", c.name, c.got, c.want)
+		}
+	}
+
+	for _, c := range []struct {
+		name, trace, dev, driver, want string
+	}{
+		// The input device appears during the load: the load cannot be
+		// a reaction to it.
+		{"load before the uevent", hotplugTrace, hotplugVirtio + "/input/input7", "virtio_input", "before the uevent"},
+		{"another driver", hotplugTrace, hotplugVirtio, "virtio_net", "no finit_module call loaded virtio_net"},
+		{"no such device", hotplugTrace, hotplugVirtio + "x", "virtio_input", "kprobes set"},
+		{"not broadcast", strings.Replace(hotplugTrace, "23.109685: uevsend", "23.109685: other", 1), hotplugVirtio, "virtio_input", "not broadcast"},
+		{"init failed", strings.Replace(hotplugTrace, "sys_finit_module -> 0x0", "sys_finit_module -> 0xffffffffffffffed", 1), hotplugVirtio, "virtio_input", "ENODEV"},
+	} {
+		_, err := timeHotplug(hotplugWindow(t, c.trace), hotplugPCI, c.dev, c.driver)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: err = %v, want one saying %q", c.name, err, c.want)
+		}
+	}
+}
+
+// TestParseHotplugs runs the guest's whole report through: hotplugs
+// windows, each the captured one moved later in time.
+func TestParseHotplugs(t *testing.T) {
+	var lines []string
+	res := &e2e.Result{}
+	for i := 1; i <= hotplugs; i++ {
+		for _, l := range strings.Split(hotplugTrace, "\n") {
+			m := traceLine.FindStringSubmatchIndex(l)
+			ts, err := strconv.ParseFloat(l[m[4]:m[5]], 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			l = l[:m[4]] + fmt.Sprintf("%.6f", ts+float64(10*i)) + l[m[5]:]
+			lines = append(lines, strings.NewReplacer("hp-start 1", fmt.Sprintf("hp-start %d", i), "hp-end 1", fmt.Sprintf("hp-end %d", i)).Replace(l))
+		}
+		res.Markers = append(res.Markers, e2e.Marker{Key: "HOTPLUG", Value: fmt.Sprintf("%d %s %s", i, hotplugPCI, hotplugVirtio)})
+	}
+	tl, err := parseTrace(lines)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs, err := parseHotplugs(res, tl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hs) != hotplugs {
+		t.Fatalf("%d hotplugs, want %d", len(hs), hotplugs)
+	}
+	for i, h := range hs {
+		if math.Abs(h.reaction-(23.115620-23.109685)) > 1e-6 {
+			t.Errorf("hotplug %d: reaction %.6f", i+1, h.reaction)
+		}
+	}
+
+	for _, c := range []struct {
+		name, line, want string
+	}{
+		{"driver never bound", fmt.Sprintf("%d %s -", hotplugs, hotplugPCI), "did not bind"},
+		{"device never appeared", fmt.Sprintf("%d - -", hotplugs), "never appeared"},
+		{"out of order", fmt.Sprintf("1 %s %s", hotplugPCI, hotplugVirtio), "want 5"},
+	} {
+		bad := &e2e.Result{Markers: slices.Clone(res.Markers)}
+		bad.Markers[hotplugs-1].Value = c.line
+		if _, err := parseHotplugs(bad, tl); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: err = %v, want one saying %q", c.name, err, c.want)
+		}
+	}
+	short := &e2e.Result{Markers: res.Markers[:hotplugs-1]}
+	if _, err := parseHotplugs(short, tl); err == nil {
+		t.Error("a missing hotplug gave no error")
+	}
+}
+
+func TestParseAgentCPU(t *testing.T) {
+	user, sys, procs, err := parseAgentCPU("121 1951 16")
+	if err != nil || user != 1.21 || sys != 19.51 || procs != 16 {
+		t.Errorf("parseAgentCPU = %v %v %v %v, want 1.21 19.51 16", user, sys, procs, err)
+	}
+	for _, bad := range []string{"", "1 2", "1 2 3 4", "1 x 3", "-1 2 3"} {
+		if _, _, _, err := parseAgentCPU(bad); err == nil {
+			t.Errorf("parseAgentCPU(%q) gave no error", bad)
+		}
+	}
+}
+
+func TestHostOthers(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	before := hostCPU{at: t0, busy: 100, ours: 40, ok: true}
+	// 10 s: the host was busy 15 s, 12 of them ours.
+	after := hostCPU{at: t0.Add(10 * time.Second), busy: 115, ours: 52, ok: true}
+	if got := after.othersSince(before); math.Abs(got-0.3) > 1e-9 {
+		t.Errorf("othersSince = %v, want 0.3 cores", got)
+	}
+	if got := after.othersSince(hostCPU{at: t0}); got != -1 {
+		t.Errorf("othersSince an unread reading = %v, want -1", got)
 	}
 }
 
