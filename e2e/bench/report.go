@@ -251,9 +251,25 @@ func hostLoad(results []*result, cores int) string {
 		return "Host load: not measured."
 	}
 	o, l := summarize(others), summarize(loads)
-	return fmt.Sprintf("Host load: while each guest ran, processes other than this harness and its qemu used %.2f cores of %d (median over rounds; %.2f–%.2f; `/proc/stat` less the harness's own `getrusage`); the 1-minute load average after a round was %.1f (%.1f–%.1f), of which a guest accounts for about 2. Per round in the notes.",
+	line := fmt.Sprintf("Host load: while each guest ran, processes other than this harness and its qemu used %.2f cores of %d (median over rounds; %.2f–%.2f; `/proc/stat` less the harness's own `getrusage`); the 1-minute load average after a round was %.1f (%.1f–%.1f), of which a guest accounts for about 2. Per round in the notes.",
 		o.med, cores, o.min, o.max, l.med, l.min, l.max)
+	contended := 0
+	for _, v := range others {
+		if v > contendedCores {
+			contended++
+		}
+	}
+	if contended > 0 {
+		line += fmt.Sprintf(" **%d of %d rounds ran while other processes used more than %g of a core**: their guest had less than its 2 vCPUs' worth of the host, and their times are longer.",
+			contended, len(others), contendedCores)
+	}
+	return line
 }
+
+// contendedCores is how much CPU other processes may use while a guest
+// runs before the round is flagged: a TCG guest of 2 vCPUs on a 2-core
+// host then shares its cores.
+const contendedCores = 0.5
 
 // moduleSets compares what each approach loaded with udevd's set (the
 // union over rounds), and reports sets that vary between rounds.
