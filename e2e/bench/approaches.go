@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"strings"
 
 	"github.com/modautoload/modautoload/e2e"
@@ -14,8 +13,9 @@ type approach struct {
 	setup string
 	// run starts the agent at time zero, coldplugs and returns once the
 	// approach itself considers the work done. It sets AGENT to the pid
-	// whose VmHWM is the agent's peak RSS (empty if there is no lasting
-	// agent process) and may print E2E lines of its own.
+	// of the lasting agent process, whose memory is the agent's and whose
+	// process tree's CPU time is (empty if there is none), and may print
+	// E2E lines of its own.
 	run string
 	// settles says the approach knows when it is done (udevadm settle,
 	// modautoload settle, the end of a loop); mdev does not, so its
@@ -43,11 +43,6 @@ var (
 		"-audiodev", "none,id=snd0",
 	}
 )
-
-// hotplugSlot is where the hotplugged keyboard goes on the root PCI bus: a
-// fixed address lets the guest watch for the device without a scan. The
-// device set above takes the low slots.
-const hotplugSlot = 0x1e
 
 // modprobe is kmod's modprobe in the guest, the loader of every approach
 // but modautoload's (and the kernel's request_module helper for all).
@@ -142,14 +137,17 @@ modautoload settle --timeout 120s; echo "E2E:SETTLE_RC $?"
 }
 
 // prologue prepares measurement: tracefs with a clock shared by all CPUs,
-// the events counted (see liveProbe for the kprobe), and kmod as the
-// kernel's request_module helper in every approach (the kernel's requests
-// are not what is compared).
+// the events counted (see liveProbe for the kprobe; ueventProbe and
+// sendProbe are enabled for hotplug only), and kmod as the kernel's
+// request_module helper in every approach (the kernel's requests are not
+// what is compared).
 const prologue = `
 T=/sys/kernel/tracing
 mount -t tracefs tracefs $T
 echo mono >$T/trace_clock
 echo 'p:` + liveProbe + ` async_synchronize_full' >>$T/kprobe_events
+echo 'p:` + ueventProbe + ` dev_uevent action=+0(+24($arg2)):string devpath=+0(+32($arg2)):string' >>$T/kprobe_events
+echo 'p:` + sendProbe + ` netlink_broadcast' >>$T/kprobe_events
 for e in syscalls/sys_enter_finit_module syscalls/sys_exit_finit_module module/module_load module/module_request kprobes/` + liveProbe + `; do
 	echo 1 >$T/events/$e/enable
 done
@@ -158,6 +156,24 @@ mark() { echo "$1" >$T/trace_marker; }
 modules() { cut -d' ' -f1 /proc/modules | sort | tr '\n' ' '; }
 usercpu() { awk '/^cpu /{print $2+$3}' /proc/stat; }
 hwm() { awk '/^VmHWM:/{print $2}' /proc/$1/status 2>/dev/null; }
+rss() { awk '/^VmRSS:/{print $2}' /proc/$1/status 2>/dev/null; }
+live() { [ -e /sys/module/$1/initstate ] && read -r s </sys/module/$1/initstate && [ "$s" = live ]; }
+# treecpu prints the user and system ticks (/proc/PID/stat fields 14, 15)
+# of process $1 and all its descendants, each with its reaped children's
+# (fields 16, 17), and how many processes that was. Exited children that
+# were reaped are in their parent's cutime, the others are still in /proc
+# (live, or zombies).
+treecpu() { cat /proc/[0-9]*/stat 2>/dev/null | awk -v root="$1" '
+{ s = $0; sub(/^[^(]*\(.*\) /, "", s); split(s, f, " "); ppid[$1] = f[2]; u[$1] = f[12] + f[14]; y[$1] = f[13] + f[15] }
+END {
+	tree[root] = 1
+	do { grew = 0; for (p in ppid) if (!(p in tree) && (ppid[p] in tree)) { tree[p] = 1; grew = 1 } } while (grew)
+	for (p in tree) if (p in u) { U += u[p]; S += y[p]; n++ }
+	print U + 0, S + 0, n + 0
+}'; }
+# selfcpu sets cu and cs to this shell's user and system ticks with its
+# reaped children's: builtins only, so that reading them costs nothing.
+selfcpu() { read -r l </proc/$$/stat; l=${l##*) }; set -- $l; cu=$((${12}+${14})) cs=$((${13}+${15})); }
 # listening: a uevent socket other than the kernel's own is bound.
 listening() { awk 'NR>1 && $2==15 && $3!=0 {f=1} END{exit !f}' /proc/net/netlink; }
 # queued sets q to the bytes waiting in listeners' uevent sockets, and
@@ -174,9 +190,21 @@ AGENT=
 func measured(a approach) string {
 	return a.setup + `
 U0=$(usercpu)
+selfcpu; CU0=$cu CS0=$cs
 mark start
 ` + a.run + `
 mark settled
+if [ -n "$AGENT" ]; then
+	# Stopped, the agent reaps no child while its tree is read: an
+	# exiting worker is counted once, as a zombie or in its cutime.
+	kill -STOP $AGENT
+	echo "E2E:AGENT_CPU $(treecpu $AGENT)"
+	kill -CONT $AGENT
+	echo "E2E:RSS_COLDPLUG $(rss $AGENT)"
+else
+	# No lasting agent: the work is this shell's loop and its children.
+	selfcpu; echo "E2E:AGENT_CPU $((cu-CU0)) $((cs-CS0)) 0"
+fi
 echo "E2E:USER_TICKS $(($(usercpu)-U0))"
 echo "E2E:MODULES $(modules)"
 # udevd's workers (named "(udev-worker)") are forked per event burst and
@@ -187,22 +215,11 @@ done
 `
 }
 
-// hotplugScript times one hotplugged device: from the PCI function's
-// appearance to virtio_input (loaded for the virtio device virtio_pci
-// creates on it) being live. It polls with 5 ms sleeps, a resolution well
-// below the latencies measured.
-var hotplugScript = fmt.Sprintf(`
-echo "E2E:HOTPLUG_READY"
-i=0
-until [ -e /sys/bus/pci/devices/0000:00:%02x.0 ] || [ $i -ge 6000 ]; do usleep 5000; i=$((i+1)); done
-mark hp-device
-until [ -e /sys/module/virtio_input/initstate ] && read -r s </sys/module/virtio_input/initstate && [ "$s" = live ] || [ $i -ge 12000 ]; do usleep 5000; i=$((i+1)); done
-mark hp-live
-`, hotplugSlot)
-
-// epilogue reports the agent's peak RSS, its uevent socket's drops, and
-// the trace, which the host parses.
+// epilogue reports the events the trace buffer lost (none, or the figures
+// are wrong), the agent's peak RSS, its uevent socket's drops, and the
+// trace, which the host parses.
 const epilogue = `
+echo "E2E:TRACE_OVERRUN $(cat $T/per_cpu/cpu*/stats | awk '/^overrun:/{n+=$2} END{print n+0}')"
 echo "E2E:DROPS $(awk 'NR>1 && $2==15 && $3!=0 {d+=$9} END{print d+0}' /proc/net/netlink)"
 [ -n "$AGENT" ] && echo "E2E:RSS $(hwm $AGENT)" && kill $AGENT
 [ -f /tmp/agent.log ] && tail -n 40 /tmp/agent.log | sed 's/^/E2E:AGENT_LOG /'

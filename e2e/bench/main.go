@@ -3,7 +3,11 @@
 // systemd-udevd with only its 80-drivers.rules, kmod's modprobe -a run to
 // a fixpoint, busybox mdev -d, and modautoload's daemon. Every round of
 // every approach boots a fresh guest; the guest's tracefs counts
-// finit_module calls and module loads and times them.
+// finit_module calls and module loads and times them, and /proc gives the
+// agent's own CPU time and memory. Then the approaches that keep listening
+// get a keyboard hotplugged several times, and the trace shows where each
+// hotplug's time goes: the kernel's probing, the agent's reaction to the
+// uevent, the kernel's load.
 //
 //	go run ./e2e/bench [-rounds N] [-out DIR] [-only udevd,kmod,mdev,modautoload]
 //
@@ -26,6 +30,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -34,7 +39,7 @@ import (
 )
 
 func main() {
-	rounds := flag.Int("rounds", 3, "guests booted per approach")
+	rounds := flag.Int("rounds", 5, "guests booted per approach")
 	out := flag.String("out", ".", "directory for bench.md, bench.svg and bench-logs/")
 	only := flag.String("only", "", "comma-separated approaches to run (udevd, kmod, mdev, modautoload); default all")
 	flag.Parse()
@@ -106,8 +111,15 @@ func bench(ctx context.Context, rounds int, out, only string) error {
 			}
 			s.waited = waited
 			res.samples = append(res.samples, s)
-			fmt.Fprintf(os.Stderr, "bench: %s: %d modules, last live at %.2f s, %d finit_module calls (guest ran %.0f s)\n",
-				a.name, len(s.modules), s.coldplug, s.finit, s.guest.Seconds())
+			fmt.Fprintf(os.Stderr, "bench: %s: %d modules, last live at %.2f s, %d finit_module calls, agent user CPU %.2f s (guest ran %.0f s)\n",
+				a.name, len(s.modules), s.coldplug, s.finit, s.agentUser, s.guest.Seconds())
+			if len(s.hotplugs) > 0 {
+				var reactions []float64
+				for _, h := range s.hotplugs {
+					reactions = append(reactions, h.reaction*1000)
+				}
+				fmt.Fprintf(os.Stderr, "bench: %s: hotplug reaction %s ms\n", a.name, summarize(reactions).format(1))
+			}
 		}
 	}
 
@@ -168,9 +180,9 @@ func hasCommand(usage []byte, cmd string) bool {
 
 // env is the context a report states.
 type env struct {
-	host, qemu, kernel, udev, kmod, busybox, date string
-	rounds                                        int
-	wall, waited                                  time.Duration // waited: for other people's guests
+	host, hostKernel, qemu, kernel, udev, kmod, busybox, date string
+	cores, rounds                                             int
+	wall, waited                                              time.Duration // waited: for other people's guests
 }
 
 func describe(ctx context.Context, kernel, udev string, rounds int, wall, waited time.Duration) env {
@@ -191,16 +203,33 @@ func describe(ctx context.Context, kernel, udev string, rounds int, wall, waited
 			}
 		}
 	}
+	memory := "unknown memory"
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for l := range strings.Lines(string(b)) {
+			if v, ok := strings.CutPrefix(l, "MemTotal:"); ok {
+				if kib, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB")); err == nil {
+					memory = fmt.Sprintf("%.1f GiB", float64(kib)/(1<<20))
+				}
+				break
+			}
+		}
+	}
+	hostKernel := "unknown"
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		hostKernel = strings.TrimSpace(string(b))
+	}
 	return env{
-		host:    fmt.Sprintf("%s, %d cores", model, runtime.NumCPU()),
-		qemu:    firstLine("qemu-system-x86_64", "--version"),
-		kernel:  kernel,
-		udev:    udev,
-		kmod:    firstLine("kmod", "--version"),
-		busybox: strings.TrimSuffix(firstLine("/bin/busybox"), " multi-call binary."),
-		date:    time.Now().UTC().Format("2006-01-02 15:04 UTC"),
-		rounds:  rounds,
-		wall:    wall,
-		waited:  waited,
+		host:       fmt.Sprintf("%s, %d cores, %s", model, runtime.NumCPU(), memory),
+		hostKernel: hostKernel,
+		cores:      runtime.NumCPU(),
+		qemu:       firstLine("qemu-system-x86_64", "--version"),
+		kernel:     kernel,
+		udev:       udev,
+		kmod:       firstLine("kmod", "--version"),
+		busybox:    strings.TrimSuffix(firstLine("/bin/busybox"), " multi-call binary."),
+		date:       time.Now().UTC().Format("2006-01-02 15:04 UTC"),
+		rounds:     rounds,
+		wall:       wall,
+		waited:     waited,
 	}
 }

@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/modautoload/modautoload/e2e"
@@ -26,24 +26,31 @@ type sample struct {
 	loads     int            // module_load events (a module whose init fails has one too)
 	calls     []call         // the finit_module calls that loaded a module, timed
 	requests  []string       // the kernel's own request_module calls
-	rssKiB    int            // agent's VmHWM; 0 when there is no lasting agent
+	rssKiB    int            // agent's VmHWM at the end of the run; 0 when there is no lasting agent
+	rssAfter  int            // agent's VmRSS (KiB) when coldplug was done; 0 when there is no lasting agent
 	childKiB  []int          // the agent's children (udevd's workers) alive when coldplug was done
+	agentUser float64        // s of user time of the agent and its children during coldplug (see measured)
+	agentSys  float64        // s of system time of the same
+	agentProc int            // processes alive or unreaped that agentUser counts; 0: the harness's shell loop
 	userCPU   float64        // s of user time, all guest CPUs, during coldplug
-	hotplugMS float64        // device appearance to virtio_input live; <0 when not measured
+	hotplugs  []hotplug      // nil when the approach has no listener
 	drops     int            // uevents dropped on listeners' sockets
 	rounds    int            // rounds of the kmod loop
 	guest     time.Duration  // whole guest run
 	hostLoad  float64        // the host's 1-minute load average after the run: other work skews TCG timings
+	hostOther float64        // cores' worth of CPU other processes on the host used during the round; <0 if unknown
 	waited    time.Duration  // for other guests on the host to finish before this round
 }
 
-// userHZ is the unit of /proc/stat.
+// userHZ is the unit of /proc/stat and /proc/PID/stat, in the guest and
+// on the host.
 const userHZ = 100
 
 // runRound boots a fresh guest for one round of a, hotplugs the keyboard
 // if a keeps listening, and writes the guest's console to logDir.
 func runRound(ctx context.Context, a approach, logDir string, round int) (*sample, error) {
 	var res *e2e.Result
+	before := readHostCPU()
 	err := e2e.Run(func(t e2e.T) {
 		vm := e2e.Start(ctx, t, e2e.Scenario{
 			Script:   script(a),
@@ -54,16 +61,11 @@ func runRound(ctx context.Context, a approach, logDir string, round int) (*sampl
 			QMP:      a.hotplug,
 		})
 		if a.hotplug {
-			vm.Await("HOTPLUG_READY")
-			_, err := vm.QMP().Execute(ctx, "device_add", map[string]any{
-				"driver": "virtio-keyboard-pci", "id": "kbd0", "bus": "pci.0", "addr": fmt.Sprintf("0x%x", hotplugSlot),
-			})
-			if err != nil {
-				t.Fatalf("%v", err)
-			}
+			driveHotplugs(ctx, t, vm)
 		}
 		res = vm.Wait()
 	})
+	hostOther := readHostCPU().othersSince(before)
 	log := filepath.Join(logDir, fmt.Sprintf("%s-%d.log", a.id, round))
 	if err != nil {
 		// The rig's message holds the console's tail; keep it whole.
@@ -80,7 +82,7 @@ func runRound(ctx context.Context, a approach, logDir string, round int) (*sampl
 	if err != nil {
 		return nil, fmt.Errorf("%v (console in %s)", err, log)
 	}
-	s.hostLoad = loadAverage()
+	s.hostLoad, s.hostOther = loadAverage(), hostOther
 	return s, nil
 }
 
@@ -88,6 +90,9 @@ func runRound(ctx context.Context, a approach, logDir string, round int) (*sampl
 func parseSample(res *e2e.Result, a approach) (*sample, error) {
 	if rc := res.Value("SETTLE_RC"); rc != "" && rc != "0" {
 		return nil, fmt.Errorf("settle exited %s", rc)
+	}
+	if v := res.Value("TRACE_OVERRUN"); v != "0" {
+		return nil, fmt.Errorf("the guest's trace buffer lost events (overrun %q): the figures would be wrong", v)
 	}
 	tl, err := parseTrace(res.Lines("TRACE"))
 	if err != nil {
@@ -98,20 +103,19 @@ func parseSample(res *e2e.Result, a approach) (*sample, error) {
 		return nil, err
 	}
 	s := &sample{
-		coldplug:  w.lastLive,
-		returned:  w.lastRet,
-		base:      strings.Fields(res.Value("BASE")),
-		modules:   strings.Fields(res.Value("MODULES")),
-		finit:     w.finit,
-		failed:    w.failed,
-		loads:     len(w.loads),
-		calls:     w.calls,
-		requests:  w.requests,
-		hotplugMS: -1,
-		guest:     res.Duration,
+		coldplug: w.lastLive,
+		returned: w.lastRet,
+		base:     strings.Fields(res.Value("BASE")),
+		modules:  strings.Fields(res.Value("MODULES")),
+		finit:    w.finit,
+		failed:   w.failed,
+		loads:    len(w.loads),
+		calls:    w.calls,
+		requests: w.requests,
+		guest:    res.Duration,
 	}
 	s.done, _ = tl.span("start", "settled")
-	ints := map[string]*int{"RSS": &s.rssKiB, "DROPS": &s.drops, "ROUNDS": &s.rounds}
+	ints := map[string]*int{"RSS": &s.rssKiB, "RSS_COLDPLUG": &s.rssAfter, "DROPS": &s.drops, "ROUNDS": &s.rounds}
 	for key, p := range ints {
 		if v := res.Value(key); v != "" {
 			if *p, err = strconv.Atoi(v); err != nil {
@@ -124,6 +128,9 @@ func parseSample(res *e2e.Result, a approach) (*sample, error) {
 		return nil, fmt.Errorf("E2E:USER_TICKS: %w", err)
 	}
 	s.userCPU = float64(ticks) / userHZ
+	if s.agentUser, s.agentSys, s.agentProc, err = parseAgentCPU(res.Value("AGENT_CPU")); err != nil {
+		return nil, err
+	}
 	for _, v := range res.Lines("CHILD_RSS") {
 		if kib, err := strconv.Atoi(v); err == nil { // a worker may exit while read
 			s.childKiB = append(s.childKiB, kib)
@@ -133,17 +140,79 @@ func parseSample(res *e2e.Result, a approach) (*sample, error) {
 		return nil, errors.New("no module was loaded")
 	}
 	if a.hotplug {
-		hp, err := tl.between("settled", "hp-live")
-		if err != nil {
+		if s.hotplugs, err = parseHotplugs(res, tl); err != nil {
 			return nil, err
 		}
-		if !slices.Contains(hp.loads, "virtio_input") {
-			return nil, errors.New("hotplug: virtio_input was not loaded for the hotplugged keyboard")
-		}
-		d, _ := tl.span("hp-device", "hp-live")
-		s.hotplugMS = d * 1000
 	}
 	return s, nil
+}
+
+// parseAgentCPU reads "USER SYSTEM PROCESSES", the ticks of the agent's
+// CPU time and how many processes they add up.
+func parseAgentCPU(v string) (user, system float64, procs int, err error) {
+	f := strings.Fields(v)
+	if len(f) != 3 {
+		return 0, 0, 0, fmt.Errorf("E2E:AGENT_CPU %q: want user ticks, system ticks, processes", v)
+	}
+	var n [3]int
+	for i := range f {
+		if n[i], err = strconv.Atoi(f[i]); err != nil || n[i] < 0 {
+			return 0, 0, 0, fmt.Errorf("E2E:AGENT_CPU %q: field %d is not a count", v, i+1)
+		}
+	}
+	return float64(n[0]) / userHZ, float64(n[1]) / userHZ, n[2], nil
+}
+
+// hostCPU is a reading of the host's CPU time, in seconds.
+type hostCPU struct {
+	at   time.Time
+	busy float64 // all CPUs, not idle (/proc/stat)
+	ours float64 // this process and its reaped children (the guests' qemu)
+	ok   bool
+}
+
+func readHostCPU() hostCPU {
+	r := hostCPU{at: time.Now()}
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return r
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	// cpu user nice system idle iowait irq softirq steal ...
+	if len(f) < 9 || f[0] != "cpu" {
+		return r
+	}
+	for i, v := range f[1:9] {
+		ticks, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return r
+		}
+		if i != 3 && i != 4 { // idle, iowait
+			r.busy += float64(ticks) / userHZ
+		}
+	}
+	for _, who := range []int{syscall.RUSAGE_SELF, syscall.RUSAGE_CHILDREN} {
+		var ru syscall.Rusage
+		if err := syscall.Getrusage(who, &ru); err != nil {
+			return r
+		}
+		r.ours += time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+	}
+	r.ok = true
+	return r
+}
+
+// othersSince is how many cores' worth of CPU processes other than this
+// one and its children used since before: the host load that competes
+// with the guest. A round's qemu counts as ours once it is reaped, so call
+// it after the guest has exited. -1 if unknown.
+func (r hostCPU) othersSince(before hostCPU) float64 {
+	wall := r.at.Sub(before.at).Seconds()
+	if !r.ok || !before.ok || wall <= 0 {
+		return -1
+	}
+	return max(0, (r.busy-before.busy)-(r.ours-before.ours)) / wall
 }
 
 // loadAverage is the host's 1-minute load average, or -1 if unknown.

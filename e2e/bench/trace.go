@@ -12,12 +12,16 @@ import (
 
 // event is one line of the guest's trace buffer.
 type event struct {
-	ts   float64 // seconds, trace clock "mono"
-	pid  int     // the task (thread) that caused it
-	kind string  // "finit", "finit_ret", "load", "live", "request", "mark"
-	arg  string  // module name, request, marker text
-	ret  int64   // finit_module's return value
+	ts     float64 // seconds, trace clock "mono"
+	pid    int     // the task (thread) that caused it
+	kind   string  // "finit", "finit_ret", "load", "live", "request", "mark", "uevent", "uevent_sent"
+	arg    string  // module name, request, marker text, a uevent's DEVPATH
+	ret    int64   // finit_module's return value
+	action string  // a uevent's ACTION
 }
+
+// ueventArgs matches the fetch arguments of ueventProbe.
+var ueventArgs = regexp.MustCompile(`^action="ACTION=([^"]*)" devpath="DEVPATH=([^"]*)"$`)
 
 // traceLine matches "  comm-PID  [CPU] FLAGS  TS: EVENT". comm may itself
 // contain dashes and spaces, hence the greedy start.
@@ -53,6 +57,18 @@ func parseEvent(line string) (ev event, ok bool, err error) {
 		ev.kind, ev.arg = "load", firstField(strings.TrimPrefix(body, "module_load: "))
 	case strings.HasPrefix(body, liveProbe+": "):
 		ev.kind = "live"
+	case strings.HasPrefix(body, ueventProbe+": "):
+		// "(dev_uevent+0x0/0x2f0) action=... devpath=...". A process
+		// reading a uevent file also calls dev_uevent, with no ACTION or
+		// DEVPATH yet: the fetch faults, and it is no uevent.
+		_, args, _ := strings.Cut(body, ") ")
+		m := ueventArgs.FindStringSubmatch(args)
+		if m == nil {
+			return event{}, false, nil
+		}
+		ev.kind, ev.action, ev.arg = "uevent", m[1], m[2]
+	case strings.HasPrefix(body, sendProbe+": "):
+		ev.kind = "uevent_sent"
 	case strings.HasPrefix(body, "module_request: "):
 		ev.kind, ev.arg = "request", firstField(strings.TrimPrefix(body, "module_request: "))
 	case strings.HasPrefix(body, "tracing_mark_write: "):
@@ -79,6 +95,14 @@ type window struct {
 	lastLive float64        // seconds from the opening marker to the last module going live; 0 if none
 	lastRet  float64        // seconds from the opening marker to the last successful finit_module return
 	calls    []call         // finit_module calls that loaded a module
+	uevents  []uevent       // device uevents, in order (only while their probes are enabled)
+}
+
+// uevent is one device uevent the kernel emitted. Times are the trace's.
+type uevent struct {
+	action, devpath string
+	built           float64 // dev_uevent: the kernel is adding the device's variables
+	sent            float64 // the netlink broadcast to listeners; 0 if none followed
 }
 
 // call is one finit_module call that got as far as loading a module (a
@@ -86,6 +110,7 @@ type window struct {
 // Times are the trace's.
 type call struct {
 	module string
+	enter  float64 // the finit_module system call was entered
 	load   float64 // module_load: the module is in memory, its init about to run
 	live   float64 // its init succeeded; 0 if it failed
 	exit   float64 // finit_module returned
@@ -101,6 +126,21 @@ type call struct {
 // moment; the module's own init may call it too, so the last hit of the
 // loading task counts.
 const liveProbe = "modlive"
+
+// ueventProbe and sendProbe are the kprobe events that time device
+// uevents. kobject_uevent_env() itself cannot be probed on Debian's 6.1
+// (lib/ is built notrace), so ueventProbe sits on dev_uevent(), which it
+// calls for every device to add the bus's variables; by then the event
+// already holds ACTION and DEVPATH as its first two variables (envp[0]
+// and envp[1] of struct kobj_uevent_env, at offsets 24 and 32). The
+// broadcast to listeners comes after, in netlink_broadcast(), from the
+// same task: sendProbe. The two can be far apart (the task may be
+// preempted in between, e.g. by a listener woken by the previous event),
+// so the broadcast is the moment the event was emitted.
+const (
+	ueventProbe = "devuevent"
+	sendProbe   = "uevsend"
+)
 
 // timeline is a parsed trace with its markers.
 type timeline struct {
@@ -136,6 +176,7 @@ func (tl *timeline) between(from, to string) (window, error) {
 	}
 	w := window{failed: map[string]int{}}
 	open := map[int]*call{} // calls in flight, by task: a syscall blocks its thread
+	unsent := map[int]int{} // index in w.uevents of a uevent not yet broadcast, by task
 	for _, ev := range tl.events {
 		if ev.ts < t0 || ev.ts > t1 {
 			continue
@@ -144,7 +185,7 @@ func (tl *timeline) between(from, to string) (window, error) {
 		switch ev.kind {
 		case "finit":
 			w.finit++
-			open[ev.pid] = &call{}
+			open[ev.pid] = &call{enter: ev.ts}
 		case "load":
 			w.loads = append(w.loads, ev.arg)
 			if c != nil {
@@ -177,6 +218,19 @@ func (tl *timeline) between(from, to string) (window, error) {
 			w.calls = append(w.calls, *c)
 		case "request":
 			w.requests = append(w.requests, ev.arg)
+		case "uevent":
+			// A task emits its uevents one at a time: an earlier one
+			// still unsent had no listener and is never broadcast.
+			unsent[ev.pid] = len(w.uevents)
+			w.uevents = append(w.uevents, uevent{action: ev.action, devpath: ev.arg, built: ev.ts})
+		case "uevent_sent":
+			// Broadcasts with no dev_uevent before them are other
+			// netlink messages, or uevents of kobjects that are not
+			// devices (add@/module/NAME).
+			if i, ok := unsent[ev.pid]; ok {
+				w.uevents[i].sent = ev.ts
+				delete(unsent, ev.pid)
+			}
 		}
 	}
 	return w, nil

@@ -1,9 +1,15 @@
 package main
 
 import (
+	"fmt"
 	"math"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/modautoload/modautoload/e2e"
 )
 
 // traceSample is trimmed from a real guest's trace, with the
@@ -54,7 +60,7 @@ func TestTraceWindow(t *testing.T) {
 	}
 	// Only the call that loaded a module is kept; the EEXIST and the
 	// ENODEV without a module_load name none.
-	if want := (call{module: "button", load: 6.346034, live: 6.360000, exit: 6.363420}); len(w.calls) != 1 || w.calls[0] != want {
+	if want := (call{module: "button", enter: 6.275347, load: 6.346034, live: 6.360000, exit: 6.363420}); len(w.calls) != 1 || w.calls[0] != want {
 		t.Errorf("calls = %+v, want [%+v]", w.calls, want)
 	}
 	if _, err := tl.between("start", "hp-live"); err == nil {
@@ -74,6 +80,191 @@ func TestTraceWindow(t *testing.T) {
 	}
 	if _, err := tl.between("start", "settled"); err == nil {
 		t.Error("a load without a live event gave no error")
+	}
+}
+
+// hotplugTrace is trimmed from a real guest's trace (udevd, the first
+// hotplug): the PCI function's uevent, the virtio device's, a udevd worker
+// loading virtio_input and the uevents of the input devices its init
+// creates. The worker's own netlink_broadcast calls (udevd passing events
+// on to its listeners) and its reads of uevent files (dev_uevent with no
+// ACTION yet: "(fault)") are in it too.
+const hotplugTrace = `              sh-93      [001] .....    22.950035: tracing_mark_write: hp-start 1
+    kworker/u4:5-145     [000] .....    22.976068: devuevent: (dev_uevent+0x0/0x2f0) action="ACTION=add" devpath="DEVPATH=/devices/LNXSYSTM:00/LNXSYBUS:00/PNP0A03:00/device:1a/wakeup/wakeup25"
+    kworker/u4:5-145     [000] .....    22.976815: uevsend: (netlink_broadcast+0x0/0x4f0)
+    kworker/u4:5-145     [000] .....    22.979266: devuevent: (dev_uevent+0x0/0x2f0) action="ACTION=add" devpath="DEVPATH=/devices/pci0000:00/0000:00:1a.0"
+    kworker/u4:5-145     [000] .....    22.979308: uevsend: (netlink_broadcast+0x0/0x4f0)
+   (udev-worker)-120     [001] .....    22.979790: devuevent: (dev_uevent+0x0/0x2f0) action=(fault) devpath=(fault)
+   (udev-worker)-120     [001] .....    22.980768: uevsend: (netlink_broadcast+0x0/0x4f0)
+    kworker/u4:5-145     [000] .....    23.109609: devuevent: (dev_uevent+0x0/0x2f0) action="ACTION=add" devpath="DEVPATH=/devices/pci0000:00/0000:00:1a.0/virtio5"
+    kworker/u4:5-145     [000] .....    23.109685: uevsend: (netlink_broadcast+0x0/0x4f0)
+    kworker/u4:5-145     [000] .....    23.110225: devuevent: (dev_uevent+0x0/0x2f0) action="ACTION=bind" devpath="DEVPATH=/devices/pci0000:00/0000:00:1a.0"
+    kworker/u4:5-145     [000] .....    23.110252: uevsend: (netlink_broadcast+0x0/0x4f0)
+   (udev-worker)-120     [001] .....    23.111156: devuevent: (dev_uevent+0x0/0x2f0) action=(fault) devpath=(fault)
+   (udev-worker)-120     [001] .....    23.113177: uevsend: (netlink_broadcast+0x0/0x4f0)
+   (udev-worker)-120     [001] ...1.    23.115620: sys_finit_module(fd: 5, uargs: 7fc0321e0efd, flags: 0)
+   (udev-worker)-120     [001] .....    23.124403: module_load: virtio_input 
+   (udev-worker)-120     [001] .....    23.126507: devuevent: (dev_uevent+0x0/0x2f0) action="ACTION=add" devpath="DEVPATH=/devices/pci0000:00/0000:00:1a.0/virtio5/input/input7"
+   (udev-worker)-120     [001] .....    23.126624: uevsend: (netlink_broadcast+0x0/0x4f0)
+   (udev-worker)-120     [001] .....    23.177933: devuevent: (dev_uevent+0x0/0x2f0) action="ACTION=bind" devpath="DEVPATH=/devices/pci0000:00/0000:00:1a.0/virtio5"
+   (udev-worker)-120     [001] .....    23.177957: uevsend: (netlink_broadcast+0x0/0x4f0)
+   (udev-worker)-120     [001] .....    23.178064: uevsend: (netlink_broadcast+0x0/0x4f0)
+   (udev-worker)-120     [001] .....    23.178158: modlive: (async_synchronize_full+0x0/0x20)
+   (udev-worker)-120     [001] .N.1.    23.178460: sys_finit_module -> 0x0
+   (udev-worker)-119     [001] .....    23.180135: uevsend: (netlink_broadcast+0x0/0x4f0)
+           rmmod-191     [001] .....    24.304277: devuevent: (dev_uevent+0x0/0x2f0) action="ACTION=remove" devpath="DEVPATH=/devices/pci0000:00/0000:00:1a.0/virtio5/input/input7"
+           rmmod-191     [001] .....    24.304330: uevsend: (netlink_broadcast+0x0/0x4f0)
+              sh-93      [001] .....    25.950035: tracing_mark_write: hp-end 1`
+
+const (
+	hotplugPCI    = "/devices/pci0000:00/0000:00:1a.0"
+	hotplugVirtio = "/devices/pci0000:00/0000:00:1a.0/virtio5"
+)
+
+func hotplugWindow(t *testing.T, trace string) window {
+	t.Helper()
+	tl, err := parseTrace(strings.Split(trace, "\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := tl.between("hp-start 1", "hp-end 1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+func TestUevents(t *testing.T) {
+	w := hotplugWindow(t, hotplugTrace)
+	// The faulted reads are no uevents; the workers' own broadcasts are
+	// no uevent's emission.
+	want := []uevent{
+		{"add", "/devices/LNXSYSTM:00/LNXSYBUS:00/PNP0A03:00/device:1a/wakeup/wakeup25", 22.976068, 22.976815},
+		{"add", hotplugPCI, 22.979266, 22.979308},
+		{"add", hotplugVirtio, 23.109609, 23.109685},
+		{"bind", hotplugPCI, 23.110225, 23.110252},
+		{"add", hotplugVirtio + "/input/input7", 23.126507, 23.126624},
+		{"bind", hotplugVirtio, 23.177933, 23.177957},
+		{"remove", hotplugVirtio + "/input/input7", 24.304277, 24.304330},
+	}
+	if !slices.Equal(w.uevents, want) {
+		t.Errorf("uevents:\n got %+v\nwant %+v", w.uevents, want)
+	}
+}
+
+func TestTimeHotplug(t *testing.T) {
+	w := hotplugWindow(t, hotplugTrace)
+	h, err := timeHotplug(w, hotplugPCI, hotplugVirtio, "virtio_input")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name      string
+		got, want float64
+	}{
+		{"probe", h.probe, 23.109685 - 22.979308},
+		{"reaction", h.reaction, 23.115620 - 23.109685},
+		{"load", h.load, 23.178158 - 23.115620},
+		{"total", h.total(), 23.178158 - 22.979308},
+	} {
+		if math.Abs(c.got-c.want) > 1e-9 {
+			t.Errorf("%s = %.6f, want %.6f", c.name, c.got, c.want)
+		}
+	}
+
+	for _, c := range []struct {
+		name, trace, dev, driver, want string
+	}{
+		// The input device appears during the load: the load cannot be
+		// a reaction to it.
+		{"load before the uevent", hotplugTrace, hotplugVirtio + "/input/input7", "virtio_input", "before the uevent"},
+		{"another driver", hotplugTrace, hotplugVirtio, "virtio_net", "no finit_module call loaded virtio_net"},
+		{"no such device", hotplugTrace, hotplugVirtio + "x", "virtio_input", "kprobes set"},
+		{"not broadcast", strings.Replace(hotplugTrace, "23.109685: uevsend", "23.109685: other", 1), hotplugVirtio, "virtio_input", "not broadcast"},
+		{"init failed", strings.Replace(hotplugTrace, "sys_finit_module -> 0x0", "sys_finit_module -> 0xffffffffffffffed", 1), hotplugVirtio, "virtio_input", "ENODEV"},
+	} {
+		_, err := timeHotplug(hotplugWindow(t, c.trace), hotplugPCI, c.dev, c.driver)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: err = %v, want one saying %q", c.name, err, c.want)
+		}
+	}
+}
+
+// TestParseHotplugs runs the guest's whole report through: hotplugs
+// windows, each the captured one moved later in time.
+func TestParseHotplugs(t *testing.T) {
+	var lines []string
+	res := &e2e.Result{}
+	for i := 1; i <= hotplugs; i++ {
+		for _, l := range strings.Split(hotplugTrace, "\n") {
+			m := traceLine.FindStringSubmatchIndex(l)
+			ts, err := strconv.ParseFloat(l[m[4]:m[5]], 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			l = l[:m[4]] + fmt.Sprintf("%.6f", ts+float64(10*i)) + l[m[5]:]
+			lines = append(lines, strings.NewReplacer("hp-start 1", fmt.Sprintf("hp-start %d", i), "hp-end 1", fmt.Sprintf("hp-end %d", i)).Replace(l))
+		}
+		res.Markers = append(res.Markers, e2e.Marker{Key: "HOTPLUG", Value: fmt.Sprintf("%d %s %s", i, hotplugPCI, hotplugVirtio)})
+	}
+	tl, err := parseTrace(lines)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs, err := parseHotplugs(res, tl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hs) != hotplugs {
+		t.Fatalf("%d hotplugs, want %d", len(hs), hotplugs)
+	}
+	for i, h := range hs {
+		if math.Abs(h.reaction-(23.115620-23.109685)) > 1e-6 {
+			t.Errorf("hotplug %d: reaction %.6f", i+1, h.reaction)
+		}
+	}
+
+	for _, c := range []struct {
+		name, line, want string
+	}{
+		{"driver never bound", fmt.Sprintf("%d %s -", hotplugs, hotplugPCI), "did not bind"},
+		{"device never appeared", fmt.Sprintf("%d - -", hotplugs), "never appeared"},
+		{"out of order", fmt.Sprintf("1 %s %s", hotplugPCI, hotplugVirtio), "want 5"},
+	} {
+		bad := &e2e.Result{Markers: slices.Clone(res.Markers)}
+		bad.Markers[hotplugs-1].Value = c.line
+		if _, err := parseHotplugs(bad, tl); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: err = %v, want one saying %q", c.name, err, c.want)
+		}
+	}
+	short := &e2e.Result{Markers: res.Markers[:hotplugs-1]}
+	if _, err := parseHotplugs(short, tl); err == nil {
+		t.Error("a missing hotplug gave no error")
+	}
+}
+
+func TestParseAgentCPU(t *testing.T) {
+	user, sys, procs, err := parseAgentCPU("121 1951 16")
+	if err != nil || user != 1.21 || sys != 19.51 || procs != 16 {
+		t.Errorf("parseAgentCPU = %v %v %v %v, want 1.21 19.51 16", user, sys, procs, err)
+	}
+	for _, bad := range []string{"", "1 2", "1 2 3 4", "1 x 3", "-1 2 3"} {
+		if _, _, _, err := parseAgentCPU(bad); err == nil {
+			t.Errorf("parseAgentCPU(%q) gave no error", bad)
+		}
+	}
+}
+
+func TestHostOthers(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	before := hostCPU{at: t0, busy: 100, ours: 40, ok: true}
+	// 10 s: the host was busy 15 s, 12 of them ours.
+	after := hostCPU{at: t0.Add(10 * time.Second), busy: 115, ours: 52, ok: true}
+	if got := after.othersSince(before); math.Abs(got-0.3) > 1e-9 {
+		t.Errorf("othersSince = %v, want 0.3 cores", got)
+	}
+	if got := after.othersSince(hostCPU{at: t0}); got != -1 {
+		t.Errorf("othersSince an unread reading = %v, want -1", got)
 	}
 }
 
