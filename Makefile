@@ -60,7 +60,9 @@ index-real:
 	MODAUTOLOAD_MODULE_DIR="$$($(GO) run ./e2e/demo -module-dir)" \
 		$(GO) test -count=1 -run '^TestReal' -v ./loader/index
 
-# Coldplug of the VM-TESTING device set: modautoload beside systemd-udevd,
+# Coldplug (time, finit_module calls, the agent's CPU and memory) and 5
+# hotplugs (split into kernel probe, agent reaction and kernel load) of the
+# VM-TESTING device set: modautoload beside systemd-udevd,
 # kmod's modprobe fixpoint loop and busybox mdev, in one run; writes
 # bench/bench.md and bench/bench.svg.
 bench: deps bench-resolve
