@@ -234,3 +234,23 @@ func TestUseDoesNotWaitForReload(t *testing.T) {
 		t.Errorf("the use held across the reload: %v", err)
 	}
 }
+
+// A module two alias patterns match is listed twice by Resolve, as
+// libkmod lists it, and loaded and reported once by Load.
+func TestTwiceListedLoadedOnce(t *testing.T) {
+	dir := loadertest.ModuleTree(t, nil, []string{"m"})
+	k := loadertest.NewKernel(t, nil)
+	l := newTestLoader(t, k)
+	r := newResolver(t, dir, "alias dev:x* m\nalias dev:* m\n")
+	plans, err := r.Resolve("dev:x1", ResolveOptions{})
+	if err != nil || len(plans) != 2 {
+		t.Fatalf("Resolve: %d plans, %v; want m twice", len(plans), err)
+	}
+	res := l.Load(context.Background(), plans, LoadOptions{})
+	if len(res) != 1 || res[0].Module != "m" || res[0].Err != nil {
+		t.Errorf("results %+v, want m once", res)
+	}
+	if n := k.CallsOf("m"); n != 1 {
+		t.Errorf("%d loads of m", n)
+	}
+}

@@ -43,9 +43,11 @@ type Planned struct {
 // Resolve looks name up and plans each module found, as modprobe does:
 // every decision about what loads (lookup, blacklist, allow-list,
 // dependencies, options, install commands) is made here, against this one
-// immutable resolver, and none is left for the load. A module listed twice
-// by the lookup is planned once. The error is for the lookup (ErrNotFound,
-// a bad name); a module that cannot be planned carries its own Err.
+// immutable resolver, and none is left for the load. A module the lookup
+// lists twice (two alias patterns match) is listed twice, as libkmod's
+// modprobe --show-depends shows it; Load loads it once. The error is for
+// the lookup (ErrNotFound, a bad name); a module that cannot be planned
+// carries its own Err.
 func (r *Resolver) Resolve(name string, o ResolveOptions) ([]Planned, error) {
 	mods, err := r.Lookup(name)
 	if err != nil {
@@ -55,12 +57,7 @@ func (r *Resolver) Resolve(name string, o ResolveOptions) ([]Planned, error) {
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, name)
 	}
 	out := make([]Planned, 0, len(mods))
-	seen := map[string]bool{}
 	for _, m := range mods {
-		if seen[m.Name] {
-			continue
-		}
-		seen[m.Name] = true
 		p := Planned{Module: m}
 		switch {
 		case r.Blacklisted(m) && (m.Alias != "" || o.UseBlacklist):
@@ -100,12 +97,18 @@ type Result struct {
 
 // Load carries out plans: each module after its dependencies and between
 // its soft dependencies. A failed soft dependency is ignored; a failed
-// dependency stops that module. It needs no resolver: plans hold every
-// decision, so no lock a reload or another request could want is held
-// while the kernel works.
+// dependency stops that module. A module planned twice is loaded and
+// reported once. It needs no resolver: plans hold every decision, so no
+// lock a reload or another request could want is held while the kernel
+// works.
 func (l *Loader) Load(ctx context.Context, plans []Planned, o LoadOptions) []Result {
 	results := make([]Result, 0, len(plans))
+	seen := map[string]bool{}
 	for _, p := range plans {
+		if seen[p.Name] {
+			continue
+		}
+		seen[p.Name] = true
 		res := Result{Module: p.Name, Blacklisted: p.Blacklisted, Refused: p.Refused, Err: p.Err}
 		if !p.Blacklisted && !p.Refused && p.Err == nil {
 			if o.Parallel {
