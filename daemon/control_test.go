@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/modautoload/modautoload/daemon/daemontest"
 )
 
 // flakyListener fails its first accepts with EMFILE, as a process out of
@@ -198,38 +200,6 @@ func TestLoadIsAcknowledgedBeforeTheWork(t *testing.T) {
 	}
 }
 
-// fakeServer listens at a new path and runs handle for each connection,
-// after reading its request line.
-func fakeServer(t *testing.T, handle func(c *net.UnixConn, done <-chan struct{})) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "control")
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.AcceptUnix()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				bufio.NewReader(c).ReadBytes('\n')
-				handle(c, done)
-			}()
-		}
-	}()
-	t.Cleanup(func() { close(done); ln.Close(); wg.Wait() })
-	return path
-}
-
 func neverAnswer(c *net.UnixConn, done <-chan struct{}) { <-done }
 
 func acknowledge(c *net.UnixConn) { c.Write([]byte(`{"accepted":true,"ok":false}` + "\n")) }
@@ -245,7 +215,7 @@ func TestAskBounds(t *testing.T) {
 		{"acknowledges, hangs up", func(c *net.UnixConn, _ <-chan struct{}) { acknowledge(c) }, ErrHungUp},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			path := fakeServer(t, tc.handle)
+			path := daemontest.FakeServer(t, tc.handle)
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			start := time.Now()
@@ -259,7 +229,7 @@ func TestAskBounds(t *testing.T) {
 		})
 	}
 	t.Run("waits as long as the daemon's bounds say", func(t *testing.T) {
-		path := fakeServer(t, func(c *net.UnixConn, _ <-chan struct{}) {
+		path := daemontest.FakeServer(t, func(c *net.UnixConn, _ <-chan struct{}) {
 			c.Write([]byte(`{"accepted":true,"answer_within_ms":600,"ok":false}` + "\n"))
 			time.Sleep(500 * time.Millisecond)
 			c.Write([]byte(`{"ok":true}` + "\n"))
@@ -270,7 +240,7 @@ func TestAskBounds(t *testing.T) {
 		}
 	})
 	t.Run("refused before any work", func(t *testing.T) {
-		path := fakeServer(t, func(c *net.UnixConn, _ <-chan struct{}) {
+		path := daemontest.FakeServer(t, func(c *net.UnixConn, _ <-chan struct{}) {
 			c.Write([]byte(`{"ok":false,"error":"bad request: x"}` + "\n"))
 		})
 		resp, err := Ask(context.Background(), path, Request{Op: "load", Name: "x"}, Waits{Accept: time.Second})
@@ -279,7 +249,7 @@ func TestAskBounds(t *testing.T) {
 		}
 	})
 	t.Run("the context ends", func(t *testing.T) {
-		path := fakeServer(t, neverAnswer)
+		path := daemontest.FakeServer(t, neverAnswer)
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 		defer cancel()
 		if _, err := Ask(ctx, path, Request{Op: "status"}, Waits{}); !errors.Is(err, context.DeadlineExceeded) {

@@ -207,23 +207,15 @@ func loadViaDaemon(ctx context.Context, log zerolog.Logger, names []string, para
 
 // helperRules reads the event rules whose allow-list a load without the
 // daemon obeys: those the daemon at control recorded it was started with
-// (--rules), else the default directories. Problems are warnings, as in
-// the daemon; a line that may have been an ALLOW and could not be read
-// turns allow-list mode on (see rules.EventRules), so they never widen it.
+// (--rules), else the default directories, read as the daemon reads them:
+// a line that may have been an ALLOW and could not be read turns
+// allow-list mode on (see rules.EventRules), so problems never widen it.
 func helperRules(log zerolog.Logger, control string) *rules.EventRules {
 	paths, err := daemon.PublishedRulePaths(control)
 	if err != nil {
 		log.Warn().Err(err).Msg("the daemon's rule paths are unreadable; using the default rule directories")
 	}
-	rs, err := rules.LoadEventRules(rules.EventRulesOptions{Paths: paths})
-	if err != nil {
-		log.Warn().Err(err).Msg("event rules not loaded; no allow-list applies")
-		return nil
-	}
-	for _, p := range rs.Problems {
-		log.Warn().Err(p).Msg("event rule skipped")
-	}
-	return rs
+	return loadRules(paths, log)
 }
 
 // showModules answers -R, --show-depends and -n without touching the

@@ -10,9 +10,10 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/modautoload/modautoload/daemon/daemontest"
 
 	"github.com/rs/zerolog"
 
@@ -22,42 +23,10 @@ import (
 	"github.com/modautoload/modautoload/loader/modprobed"
 )
 
-// fakeDaemon listens on a control socket and, for each connection, reads
-// the request and runs handle; done closes when the test ends.
-func fakeDaemon(t *testing.T, handle func(c net.Conn, done <-chan struct{})) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "control")
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				bufio.NewReader(c).ReadBytes('\n')
-				handle(c, done)
-			}()
-		}
-	}()
-	t.Cleanup(func() { close(done); ln.Close(); wg.Wait() })
-	return path
-}
-
 // helperWaits are the helper's waits for the daemon.
 var helperWaits = daemon.Waits{Accept: daemonAcceptBound, Answer: daemonAnswerSlack}
 
-func acknowledge(c net.Conn) { c.Write([]byte(`{"accepted":true,"ok":false}` + "\n")) }
+func acknowledge(c *net.UnixConn) { c.Write([]byte(`{"accepted":true,"ok":false}` + "\n")) }
 
 // fakeModules is a resolver for modules a and b (b needs a) and a fake
 // kernel to load them into.
@@ -88,7 +57,7 @@ func live(k *loadertest.Kernel, name string) bool {
 // with SIGSTOP: the kernel still queues connections for it) is passed by
 // within the acknowledgement bound, and the modules load directly.
 func TestHelperLoadsDirectlyWhenTheDaemonDoesNotAccept(t *testing.T) {
-	path := fakeDaemon(t, func(_ net.Conn, done <-chan struct{}) { <-done })
+	path := daemontest.FakeServer(t, func(_ *net.UnixConn, done <-chan struct{}) { <-done })
 	var logs bytes.Buffer
 	log := zerolog.New(&logs)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -126,7 +95,7 @@ func TestHelperLoadsDirectlyWithoutADaemon(t *testing.T) {
 // A daemon that stops after it took the load (SIGTERM closes its
 // connections) leaves the load to the helper.
 func TestHelperLoadsDirectlyWhenTheDaemonHangsUp(t *testing.T) {
-	path := fakeDaemon(t, func(c net.Conn, _ <-chan struct{}) { acknowledge(c) })
+	path := daemontest.FakeServer(t, func(c *net.UnixConn, _ <-chan struct{}) { acknowledge(c) })
 	names := []string{"a", "b"}
 	code, direct := loadViaDaemon(context.Background(), zerolog.Nop(), names, "", modprobeFlags{control: path}, helperWaits)
 	if code != 0 || !reflect.DeepEqual(direct, names) {
@@ -137,7 +106,7 @@ func TestHelperLoadsDirectlyWhenTheDaemonHangsUp(t *testing.T) {
 // A daemon that took the load and does not finish it in time: the helper
 // fails, and does not load the module a second time behind its back.
 func TestHelperFailsWhenTheDaemonDoesNotAnswer(t *testing.T) {
-	path := fakeDaemon(t, func(c net.Conn, done <-chan struct{}) { acknowledge(c); <-done })
+	path := daemontest.FakeServer(t, func(c *net.UnixConn, done <-chan struct{}) { acknowledge(c); <-done })
 	var logs bytes.Buffer
 	w := daemon.Waits{Accept: daemonAcceptBound, Answer: 200 * time.Millisecond}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
