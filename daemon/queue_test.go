@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -570,4 +571,65 @@ func TestQueueChargeCoversMemory(t *testing.T) {
 		t.Errorf("%d events queued hold %d bytes, charged %d", q.queued, held, q.bytes)
 	}
 	runtime.KeepAlive(busy)
+}
+
+// coldplugDevices coldplugs n fake devices (each with a MODALIAS the
+// resolver must match by wildcard) and returns the time to settle and the
+// largest heap in use seen meanwhile.
+func coldplugDevices(t *testing.T, n int) (time.Duration, uint64) {
+	t.Helper()
+	var start time.Time
+	r := newRig(t, "", func(c *Config, k *loadertest.Kernel) {
+		for i := range n {
+			device(k, fmt.Sprintf("platform/bus%d/dev%d", i%100, i), fmt.Sprintf("dev:a%d", i))
+		}
+		c.Coldplug = true
+		start = time.Now()
+	})
+	var peak uint64
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		var ms runtime.MemStats
+		for {
+			runtime.ReadMemStats(&ms)
+			peak = max(peak, ms.HeapInuse)
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	err := r.d.Settle(ctx)
+	took := time.Since(start)
+	close(stop)
+	<-sampled
+	if err != nil {
+		t.Fatalf("settle after coldplug of %d devices: %v", n, err)
+	}
+	if st := r.d.Status(); st.Handled < uint64(n) || st.Loads.Loaded != 1 {
+		t.Errorf("%d devices: handled %d events, loaded %d modules; want every device and one module", n, st.Handled, st.Loads.Loaded)
+	}
+	return took, peak
+}
+
+// Coldplug cost is linear in the number of devices: sysfs walk, queue,
+// resolution and the already-live check, per device.
+func TestColdplugScalesLinearly(t *testing.T) {
+	if testing.Short() {
+		t.Skip("coldplug of 20,000 devices")
+	}
+	smallTook, smallPeak := coldplugDevices(t, 2_000)
+	bigTook, bigPeak := coldplugDevices(t, 20_000)
+	t.Logf("coldplug of 2,000 devices: %s, peak heap %d KiB; of 20,000: %s, peak heap %d KiB",
+		smallTook, smallPeak>>10, bigTook, bigPeak>>10)
+	small := float64(smallTook) / 2_000
+	big := float64(bigTook) / 20_000
+	if !raceEnabled && big > 4*small {
+		t.Errorf("%.0f µs/device at 20,000 devices, %.0f at 2,000: the cost grows faster than the devices", big/1e3, small/1e3)
+	}
 }

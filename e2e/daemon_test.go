@@ -134,13 +134,19 @@ echo "E2E:STAT $(cat /proc/$DAEMON/stat)"
 			t.Errorf("daemon CPU time after coldplug %v (user %v, system %v), more than 25 s", utime+stime, utime, stime)
 		}
 	}
-	// The goal for an initramfs is under 10 MiB resident after coldplug
-	// (measured once the daemon had a moment to give memory back). Runs
-	// measured 8.5 to 12.3 MiB, so this bound guards against regressions
-	// and the log line reports the figure.
+	// The goal (issue 10) is 6 MiB resident after coldplug and an 8 MiB
+	// peak; this version measures 5.9 to 9.8 MiB after coldplug across
+	// runs (about 4 MiB of it the binary's own pages) and peaks of 8.3 to
+	// 12 MiB, so these bounds catch a regression, not the goal yet, and
+	// the log line reports the figures.
 	if f := strings.Fields(res.Value("RSS_LATER")); len(f) >= 6 {
-		if rss, _ := strconv.Atoi(f[4]); rss > 16*1024 {
-			t.Errorf("daemon RSS after coldplug %d kB, more than 16 MiB", rss)
+		hwm, _ := strconv.Atoi(f[1])
+		rss, _ := strconv.Atoi(f[4])
+		if rss > 12*1024 {
+			t.Errorf("daemon RSS after coldplug %d kB, more than 12 MiB", rss)
+		}
+		if hwm > 14*1024 {
+			t.Errorf("daemon peak RSS %d kB, more than 14 MiB", hwm)
 		}
 	} else {
 		t.Errorf("no memory figures: %q", res.Value("RSS_LATER"))
