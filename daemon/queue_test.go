@@ -410,24 +410,7 @@ func storm(t *testing.T, n int) (time.Duration, float64) {
 	runtime.GC()
 	runtime.ReadMemStats(&ms)
 	before := ms.HeapAlloc
-	var peak uint64
-	stop := make(chan struct{})
-	sampled := make(chan struct{})
-	go func() {
-		defer close(sampled)
-		tick := time.NewTicker(10 * time.Millisecond)
-		defer tick.Stop()
-		var ms runtime.MemStats
-		for {
-			runtime.ReadMemStats(&ms)
-			peak = max(peak, ms.HeapInuse)
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-			}
-		}
-	}()
+	peakHeap := sampleHeap()
 
 	start := time.Now()
 	for _, msg := range messages {
@@ -450,8 +433,7 @@ func storm(t *testing.T, n int) (time.Duration, float64) {
 		return st.Handled == uint64(1+n) && st.Queue == 0 && st.Busy == 0
 	})
 	took += time.Since(start)
-	close(stop)
-	<-sampled
+	peak := peakHeap()
 	r.settle()
 
 	st := r.d.Status()
@@ -578,6 +560,7 @@ func TestQueueChargeCoversMemory(t *testing.T) {
 // largest heap in use seen meanwhile.
 func coldplugDevices(t *testing.T, n int) (time.Duration, uint64) {
 	t.Helper()
+	runtime.GC() // what an earlier test left is not this one's peak
 	var start time.Time
 	r := newRig(t, "", func(c *Config, k *loadertest.Kernel) {
 		for i := range n {
@@ -586,28 +569,12 @@ func coldplugDevices(t *testing.T, n int) (time.Duration, uint64) {
 		c.Coldplug = true
 		start = time.Now()
 	})
-	var peak uint64
-	stop := make(chan struct{})
-	sampled := make(chan struct{})
-	go func() {
-		defer close(sampled)
-		var ms runtime.MemStats
-		for {
-			runtime.ReadMemStats(&ms)
-			peak = max(peak, ms.HeapInuse)
-			select {
-			case <-stop:
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-		}
-	}()
+	peakHeap := sampleHeap()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	err := r.d.Settle(ctx)
 	took := time.Since(start)
-	close(stop)
-	<-sampled
+	peak := peakHeap()
 	if err != nil {
 		t.Fatalf("settle after coldplug of %d devices: %v", n, err)
 	}
@@ -631,5 +598,33 @@ func TestColdplugScalesLinearly(t *testing.T) {
 	big := float64(bigTook) / 20_000
 	if !raceEnabled && big > 4*small {
 		t.Errorf("%.0f µs/device at 20,000 devices, %.0f at 2,000: the cost grows faster than the devices", big/1e3, small/1e3)
+	}
+}
+
+// sampleHeap samples the heap in use every 10 ms until the function it
+// returns is called, which returns the largest figure seen.
+func sampleHeap() func() uint64 {
+	var peak uint64
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		var ms runtime.MemStats
+		for {
+			runtime.ReadMemStats(&ms)
+			peak = max(peak, ms.HeapInuse)
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return func() uint64 {
+		close(stop)
+		<-sampled
+		return peak
 	}
 }
