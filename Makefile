@@ -8,7 +8,7 @@ FUZZTIME  ?= 300000x
 .PHONY: build deps test unit fuzz e2e index-real bench bench-resolve demo vet clean
 
 # Debian packages the tests, the demo and the benchmark need.
-DEB_PKGS := qemu-system-x86 busybox-static cpio kmod gcc libc6-dev libkmod-dev e2fsprogs systemd make
+DEB_PKGS := qemu-system-x86 busybox-static cpio kmod xz-utils gcc libc6-dev libkmod-dev e2fsprogs systemd make
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/modautoload ./cmd/modautoload
@@ -39,7 +39,7 @@ unit:
 
 # go test fuzzes one target per run; each gets FUZZTIME.
 FUZZ_TARGETS := uevent:FuzzParse loader/modprobed:FuzzParse loader/modprobed:FuzzCmdline rules:FuzzEventRules \
-	loader/index:FuzzTrie loader/index:FuzzText internal/fnmatch:FuzzMatch
+	loader/index:FuzzTrie loader/index:FuzzText loader:FuzzXZ internal/fnmatch:FuzzMatch
 
 # Each run starts from the committed seeds, and FUZZTIME counts inputs, not
 # seconds: with a duration, Go 1.26's coordinator can report its own

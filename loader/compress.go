@@ -2,6 +2,7 @@ package loader
 
 import (
 	"bytes"
+	"compress/gzip"
 	"errors"
 	"fmt"
 	"io"
@@ -9,9 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
-	"github.com/ulikunitz/xz"
 )
 
 // compression names as /sys/module/compression spells them.
@@ -71,14 +70,15 @@ func decompress(f *os.File, comp string) ([]byte, error) {
 		defer zr.Close()
 		r = zr
 	case compXZ:
-		if err := checkXZ(f); err != nil {
-			return nil, fmt.Errorf("xz: %w", err)
-		}
-		xr, err := xz.NewReader(f)
+		st, err := f.Stat()
 		if err != nil {
 			return nil, err
 		}
-		r = xr
+		image, err := decompressXZ(f, st.Size())
+		if err != nil {
+			return nil, fmt.Errorf("xz: %w", err)
+		}
+		return image, nil
 	case compZstd:
 		zr, err := zstd.NewReader(f, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(maxModuleSize))
 		if err != nil {
