@@ -414,7 +414,7 @@ func Listen(path string) (*net.UnixListener, error) {
 	if err := checkRootDir(dir); err != nil {
 		return nil, err
 	}
-	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+	if c, err := dialUnix(path); err == nil {
 		c.Close()
 		return nil, fmt.Errorf("%s: another daemon is listening", path)
 	} else if errors.Is(err, syscall.ECONNREFUSED) {
@@ -495,27 +495,20 @@ func Ask(ctx context.Context, path string, req Request, w Waits) (Response, erro
 // play a server run by another user.
 func ask(ctx context.Context, path string, req Request, w Waits, serverUID func(*net.UnixConn) (int, error)) (Response, error) {
 	acceptBy := deadlineWithin(w.Accept)
-	dialCtx := ctx
-	if !acceptBy.IsZero() {
-		var cancel context.CancelFunc
-		dialCtx, cancel = context.WithDeadline(ctx, acceptBy)
-		defer cancel()
-	}
-	var dialer net.Dialer
-	c, err := dialer.DialContext(dialCtx, "unix", path)
+	conn, err := dialUnix(path)
 	switch {
 	case errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED):
 		return Response{}, fmt.Errorf("%w: %v", ErrNoDaemon, err)
-	case ctx.Err() != nil:
-		return Response{}, ctx.Err()
-	case errors.Is(err, syscall.EAGAIN) || errors.Is(err, context.DeadlineExceeded):
-		// EAGAIN: its listen backlog is full, nobody accepts.
+	case errors.Is(err, syscall.EAGAIN):
+		// Its listen backlog is full: nobody accepts.
 		return Response{}, fmt.Errorf("%w: %v", ErrNotAccepted, err)
 	case err != nil:
 		return Response{}, err
 	}
-	conn := c.(*net.UnixConn)
 	defer conn.Close()
+	if ctx.Err() != nil {
+		return Response{}, ctx.Err()
+	}
 	if uid, err := serverUID(conn); err != nil {
 		return Response{}, fmt.Errorf("%w: %s: cannot tell who serves it: %v", ErrNotAccepted, path, err)
 	} else if uid != 0 {
@@ -566,4 +559,11 @@ func failedAsk(ctx context.Context, kind, err error) error {
 		return ctx.Err()
 	}
 	return fmt.Errorf("%w: %v", kind, err)
+}
+
+// dialUnix connects to a control socket. A Unix stream connect never
+// waits: a full listen backlog is EAGAIN at once. Dialling by network
+// name instead (net.Dial) would link Go's DNS resolver into the binary.
+func dialUnix(path string) (*net.UnixConn, error) {
+	return net.DialUnix("unix", nil, &net.UnixAddr{Name: path, Net: "unix"})
 }
