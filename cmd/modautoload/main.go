@@ -48,6 +48,9 @@ func main() {
 	if filepath.Base(os.Args[0]) == "modprobe" {
 		args = append([]string{"modprobe"}, args...)
 	}
+	if len(args) > 0 && args[0] == "daemon" {
+		execWithoutHugePages()
+	}
 	code := run(ctx, &cliEnv{stdout: os.Stdout, stderr: os.Stderr}, args)
 	stop()
 	stopProfile()
