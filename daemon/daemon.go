@@ -379,9 +379,14 @@ func (d *Daemon) worker(ctx context.Context) {
 		d.changed.Broadcast()
 		d.mu.Unlock()
 		if trim {
-			// A scan's burst grew the heap; give it back to the system
-			// (an initramfs or a small device has little to spare).
+			// A scan's burst grew the heap and touched most of the
+			// indexes; give both back to the system (an initramfs or
+			// a small device has little to spare). Index pages stay in
+			// the page cache; a later lookup maps the few it needs.
 			debug.FreeOSMemory()
+			if err := d.cfg.Resolver.DropPages(); err != nil {
+				d.cfg.Log.Debug().Err(err).Msg("cannot drop the index pages")
+			}
 		}
 	}
 }

@@ -99,6 +99,18 @@ func (c *CurrentResolver) Use(fn func(*Resolver) error) error {
 	return fn(s.r)
 }
 
+// DropPages takes the current indexes out of the process's resident
+// memory until the next lookup (see [index.Index]); nothing without a
+// current resolver.
+func (c *CurrentResolver) DropPages() error {
+	s := c.acquire()
+	if s == nil {
+		return nil
+	}
+	defer s.release()
+	return s.r.DB.DropPages()
+}
+
 // Reload reopens now, whatever the files say (SIGHUP). On failure the
 // previous resolver stays.
 func (c *CurrentResolver) Reload() error { return c.refresh(true, true) }

@@ -79,6 +79,18 @@ func (db *DB) Close() error {
 	return errors.Join(errs...)
 }
 
+// DropPages takes the mapped indexes out of the process's resident memory
+// until they are used again.
+func (db *DB) DropPages() error {
+	var errs []error
+	for _, ix := range []index.Index{db.dep, db.alias, db.symbols, db.builtin, db.builtinAlias} {
+		if ix != nil {
+			errs = append(errs, ix.DropPages())
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // depEntry is a module's line of modules.dep.
 type depEntry struct {
 	path string   // absolute path of the module file

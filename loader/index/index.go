@@ -43,6 +43,10 @@ type Index interface {
 	// SearchWild returns the values of every stored key that matches key,
 	// treating stored keys as fnmatch patterns, in libkmod's order.
 	SearchWild(key string) ([]Value, error)
+	// DropPages lets the kernel take the index's pages out of the
+	// process's resident memory until the next lookup faults them back
+	// from the page cache (a daemon's index is idle between bursts).
+	DropPages() error
 	// Close releases the index; it must not be used afterwards.
 	Close() error
 }

@@ -103,6 +103,17 @@ func NewTrie(name string, data []byte) (*Trie, error) {
 	return &Trie{name: name, data: data, root: binary.BigEndian.Uint32(data[8:])}, nil
 }
 
+// DropPages implements [Index]; an index built in memory has nothing to
+// drop.
+func (t *Trie) DropPages() error {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	if !t.mapped || t.data == nil {
+		return nil
+	}
+	return unix.Madvise(t.data, unix.MADV_DONTNEED)
+}
+
 // Close unmaps the file. Lookups after Close return ErrClosed.
 func (t *Trie) Close() error {
 	t.mu.Lock()

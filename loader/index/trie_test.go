@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -398,5 +399,61 @@ func TestMatchAliasesGlibc(t *testing.T) {
 			}
 		}
 		t.Logf("%s: %d comparisons", dir, n)
+	}
+}
+
+// mappedRss returns the resident kB of this process's mappings of path,
+// from /proc/self/smaps.
+func mappedRss(t *testing.T, path string) int {
+	t.Helper()
+	data, err := os.ReadFile("/proc/self/smaps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, ours := 0, false
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 5 && strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":"):
+			ours = len(f) >= 6 && f[5] == path
+		case ours && len(f) == 3 && f[0] == "Rss:":
+			n, err := strconv.Atoi(f[1])
+			if err != nil {
+				t.Fatalf("smaps %q: %v", line, err)
+			}
+			kb += n
+		}
+	}
+	return kb
+}
+
+// DropPages takes the mapping out of the resident set; lookups afterwards
+// read the same data back.
+func TestDropPages(t *testing.T) {
+	path, err := filepath.Abs(filepath.Join(fixtureDir, "modules.alias.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ix, err := OpenTrie(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ix.Close()
+	before, err := ix.SearchWild("acpi:ACPI0007:")
+	if err != nil || len(before) == 0 {
+		t.Fatalf("SearchWild: %v, %v", before, err)
+	}
+	if kb := mappedRss(t, path); kb == 0 {
+		t.Fatal("the index is not resident after a lookup")
+	}
+	if err := ix.DropPages(); err != nil {
+		t.Fatal(err)
+	}
+	if kb := mappedRss(t, path); kb != 0 {
+		t.Errorf("%d kB of the index still resident after DropPages", kb)
+	}
+	after, err := ix.SearchWild("acpi:ACPI0007:")
+	if err != nil || !reflect.DeepEqual(after, before) {
+		t.Errorf("after DropPages: %v, %v; before: %v", after, err, before)
 	}
 }
