@@ -280,6 +280,8 @@ func stuckRig(t *testing.T, module string, mutate func(*Config)) (*rig, *stuckKe
 		sk = &stuckKernel{Kernel: k, module: module, entered: make(chan struct{}), gate: gate,
 			release: sync.OnceFunc(func() { close(gate) })}
 		c.Loader.Kernel = sk
+		// Stuck means stuck for the whole test, however slow the host.
+		c.Loader.LiveTimeout = time.Minute
 		if mutate != nil {
 			mutate(c)
 		}

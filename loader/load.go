@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -310,6 +311,12 @@ func (l *Loader) load(s Step) error {
 	l.wg.Add(1)
 	l.inKernel.Add(1)
 	go func() {
+		// The call holds its thread in the kernel for as long as the
+		// init (and, since 5.18, the async probes) takes; the runtime
+		// starts another for the daemon's other work, and would keep
+		// every such thread, with 48 KiB of stacks, for the process's
+		// life. A goroutine that exits locked ends its thread.
+		runtime.LockOSThread()
 		defer l.wg.Done()
 		defer l.inKernel.Add(-1)
 		defer f.Close() // and with it the lock
