@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"runtime"
 	"testing"
 	"time"
 
@@ -104,11 +105,12 @@ func TestExplicitRequestRetriesAFailure(t *testing.T) {
 // the Go runtime's.
 func TestStatusAccountsForMemory(t *testing.T) {
 	r := newRig(t, "", nil)
+	runtime.GC()
 	m := r.d.Status().Memory
 	if m.RSSKiB <= 0 || m.AnonKiB <= 0 || m.Threads <= 0 {
 		t.Errorf("kernel figures missing: %+v", m)
 	}
-	if m.HeapObjects == 0 || m.Stacks == 0 {
+	if m.HeapObjects == 0 || m.Stacks == 0 || m.GCCycles == 0 || m.GCCPUSeconds <= 0 {
 		t.Errorf("runtime figures missing: %+v", m)
 	}
 	if m.HeapObjects > uint64(m.RSSKiB)<<10 {

@@ -26,6 +26,10 @@ type Memory struct {
 	Stacks       uint64 `json:"stacks"`        // goroutine and thread stacks
 	RuntimeOther uint64 `json:"runtime_other"` // GC metadata, buffers and the like
 	GCCycles     uint64 `json:"gc_cycles"`
+	// CPU time the collector has used, all threads (an estimate the
+	// runtime keeps, not the kernel's count), in seconds: what a memory
+	// setting costs.
+	GCCPUSeconds float64 `json:"gc_cpu_seconds"`
 }
 
 var memoryMetrics = []string{
@@ -40,6 +44,7 @@ var memoryMetrics = []string{
 	"/memory/classes/other:bytes",
 	"/memory/classes/profiling/buckets:bytes",
 	"/gc/cycles/total:gc-cycles",
+	"/cpu/classes/gc/total:cpu-seconds",
 }
 
 func readMemory() Memory {
@@ -59,6 +64,9 @@ func readMemory() Memory {
 		Stacks:       v(3) + v(4),
 		RuntimeOther: v(5) + v(6) + v(7) + v(8) + v(9),
 		GCCycles:     v(10),
+	}
+	if samples[11].Value.Kind() == metrics.KindFloat64 {
+		m.GCCPUSeconds = samples[11].Value.Float64()
 	}
 	data, err := os.ReadFile("/proc/self/status")
 	if err != nil {

@@ -4,27 +4,42 @@ package main
 
 import (
 	"os"
+	"runtime"
 	"runtime/pprof"
 )
 
 // A binary built with -tags profile writes a CPU profile of its run to
-// $MODAUTOLOAD_CPUPROFILE: how the cost figures of the e2e guest are taken
-// apart. The shipped binary carries none of this.
+// $MODAUTOLOAD_CPUPROFILE and the live heap at exit to
+// $MODAUTOLOAD_HEAPPROFILE: how the cost figures of the e2e guest are
+// taken apart. The shipped binary carries none of this.
 func init() {
-	path := os.Getenv("MODAUTOLOAD_CPUPROFILE")
-	if path == "" {
-		return
+	cpu, heap := os.Getenv("MODAUTOLOAD_CPUPROFILE"), os.Getenv("MODAUTOLOAD_HEAPPROFILE")
+	var stops []func()
+	if cpu != "" {
+		if f, err := os.Create(cpu); err == nil {
+			if err := pprof.StartCPUProfile(f); err != nil {
+				f.Close()
+			} else {
+				stops = append(stops, func() { pprof.StopCPUProfile(); f.Close() })
+			}
+		}
 	}
-	f, err := os.Create(path)
-	if err != nil {
-		return
-	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		f.Close()
-		return
+	if heap != "" {
+		// The daemon's heap is a few hundred KiB: sample finely.
+		runtime.MemProfileRate = 256
+		stops = append(stops, func() {
+			f, err := os.Create(heap)
+			if err != nil {
+				return
+			}
+			defer f.Close()
+			runtime.GC()
+			pprof.Lookup("heap").WriteTo(f, 0)
+		})
 	}
 	stopProfile = func() {
-		pprof.StopCPUProfile()
-		f.Close()
+		for _, stop := range stops {
+			stop()
+		}
 	}
 }
