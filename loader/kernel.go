@@ -1,11 +1,14 @@
 package loader
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/modautoload/modautoload/internal/sysfsattr"
 
 	"golang.org/x/sys/unix"
 )
@@ -57,11 +60,12 @@ const (
 // from the builtin index only, before sysfs is asked.
 func readInitstate(sysfs, name string) (initstate, error) {
 	dir := filepath.Join(sysfs, "module", name)
-	data, err := os.ReadFile(filepath.Join(dir, "initstate"))
+	var buf [32]byte
+	data, err := sysfsattr.Read(filepath.Join(dir, "initstate"), buf[:])
 	if err == nil {
-		switch s := initstate(strings.TrimSpace(string(data))); s {
-		case stateLive, stateComing, stateGoing:
-			return s, nil
+		switch s := string(bytes.TrimSpace(data)); s {
+		case string(stateLive), string(stateComing), string(stateGoing):
+			return initstate(s), nil
 		default:
 			return "", fmt.Errorf("%s/initstate: unknown state %.32q", dir, s)
 		}

@@ -4,11 +4,12 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/modautoload/modautoload/internal/sysfsattr"
 )
 
 // DefaultErrorBudget is how many unreadable sysfs entries a walk tolerates
@@ -35,6 +36,17 @@ type Walker struct {
 	// reasons kept in Errors.
 	Skipped int
 	Errors  []error
+
+	attr []byte // holds one attribute at a time
+}
+
+// buf returns the walk's attribute buffer: a page and the byte that tells
+// a larger file.
+func (w *Walker) buf() []byte {
+	if w.attr == nil {
+		w.attr = make([]byte, sysfsAttrMax+1)
+	}
+	return w.attr
 }
 
 // Walk calls fn with an "add" event for every device under Root/devices
@@ -42,19 +54,23 @@ type Walker struct {
 // skipped and counted; the walk fails only when they exceed the budget or
 // fn returns an error (fs.SkipAll ends it early without error).
 func (w *Walker) Walk(fn func(Event) error) error {
-	return w.walkUevents(func(dir, devpath string) error {
+	return w.walkDirs(func(dir, devpath string) error {
 		ev, err := w.read(dir, devpath)
-		if err != nil {
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			// No uevent file: not a device (or one removed meanwhile).
+			return nil
+		case err != nil:
 			return w.skip(err)
 		}
 		return fn(ev)
 	})
 }
 
-// walkUevents visits every directory below Root/devices holding a uevent
-// file. Symlinks (subsystem, driver, device, ...) are never followed, so the
+// walkDirs visits every directory below Root/devices, parents first.
+// Symlinks (subsystem, driver, device, ...) are never followed, so the
 // walk cannot loop and never leaves the devices tree.
-func (w *Walker) walkUevents(visit func(dir, devpath string) error) error {
+func (w *Walker) walkDirs(visit func(dir, devpath string) error) error {
 	root := w.Root
 	if root == "" {
 		root = "/sys"
@@ -68,12 +84,6 @@ func (w *Walker) walkUevents(visit func(dir, devpath string) error) error {
 			return w.skip(err)
 		}
 		if !d.IsDir() {
-			return nil
-		}
-		if _, err := os.Lstat(filepath.Join(path, "uevent")); err != nil {
-			if !errors.Is(err, fs.ErrNotExist) {
-				return w.skip(err)
-			}
 			return nil
 		}
 		devpath := "/" + filepath.ToSlash(strings.TrimPrefix(path, root+string(filepath.Separator)))
@@ -105,7 +115,7 @@ func (w *Walker) skip(err error) error {
 // message goes through Parse so sysfs input gets the same checks as netlink
 // input.
 func (w *Walker) read(dir, devpath string) (Event, error) {
-	body, err := readAttr(filepath.Join(dir, "uevent"))
+	body, err := sysfsattr.Read(filepath.Join(dir, "uevent"), w.buf())
 	if err != nil {
 		return Event{}, err
 	}
@@ -127,7 +137,7 @@ func (w *Walker) read(dir, devpath string) (Event, error) {
 	if !hasModalias {
 		// Some buses expose a modalias file but do not put MODALIAS in
 		// their uevent; it is still what a driver matches on.
-		if alias, err := readAttr(filepath.Join(dir, "modalias")); err == nil {
+		if alias, err := sysfsattr.Read(filepath.Join(dir, "modalias"), w.buf()); err == nil {
 			if a := strings.TrimRight(string(alias), "\n"); a != "" {
 				fmt.Fprintf(&msg, "MODALIAS=%s\x00", a)
 			}
@@ -138,21 +148,4 @@ func (w *Walker) read(dir, devpath string) (Event, error) {
 		return Event{}, fmt.Errorf("%s: %w", dir, err)
 	}
 	return ev, nil
-}
-
-// readAttr reads a sysfs attribute, refusing anything larger than a page.
-func readAttr(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	buf, err := io.ReadAll(io.LimitReader(f, sysfsAttrMax+1))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	if len(buf) > sysfsAttrMax {
-		return nil, fmt.Errorf("%s: larger than %d bytes", path, sysfsAttrMax)
-	}
-	return buf, nil
 }

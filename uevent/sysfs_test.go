@@ -85,14 +85,14 @@ func TestWalkReadsDevices(t *testing.T) {
 
 func TestWalkSkipsUnreadableWithinBudget(t *testing.T) {
 	// Root reads through permission bits, so unreadable entries are
-	// dangling uevent symlinks: Lstat sees them, Open fails.
+	// uevent directories: the open works, the read fails (EISDIR).
 	root := fakeSysfs(t)
 	for i := 0; i < 3; i++ {
 		dir := filepath.Join(root, "devices", "broken", string(rune('a'+i)))
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.Symlink("/nonexistent/uevent", filepath.Join(dir, "uevent")); err != nil {
+		if err := os.Mkdir(filepath.Join(dir, "uevent"), 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
