@@ -5,10 +5,11 @@ LDFLAGS   := -s -w -X main.version=$(VERSION)
 UNIT_PKGS := $(shell $(GO) list ./... | grep -v /e2e)
 FUZZTIME  ?= 300000x
 
-.PHONY: build deps test unit fuzz e2e index-real bench bench-resolve demo vet clean
+.PHONY: build deps test unit fuzz e2e index-real bench bench-resolve demo vet clean man
 
 # Debian packages the tests, the demo and the benchmark need.
-DEB_PKGS := qemu-system-x86 busybox-static cpio kmod gcc libc6-dev libkmod-dev e2fsprogs systemd make
+DEB_PKGS := qemu-system-x86 busybox-static cpio kmod gcc libc6-dev libkmod-dev e2fsprogs systemd make \
+	man-db groff-base
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/modautoload ./cmd/modautoload
@@ -78,3 +79,9 @@ demo: deps
 
 clean:
 	rm -rf bin
+
+# The manual pages (dist/man) and the README's command table, generated
+# from each command's -h and rules/doc.go; a unit test fails when the
+# committed files differ from what this makes.
+man:
+	$(GO) test -count=1 -run '^TestManPagesAreGenerated$$' ./cmd/modautoload -args -update

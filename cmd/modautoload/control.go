@@ -14,9 +14,11 @@ import (
 const settleHelp = `settle [--timeout D] [--control PATH]
 
 Waits until the daemon has handled every uevent the kernel had issued
-(its /sys/kernel/uevent_seqnum when settle started) and no load is in
-flight. Exit status 0 when settled, 1 on timeout or without a daemon. A
-daemon still starting is waited for.`
+(its /sys/kernel/uevent_seqnum when settle started), no load is in flight,
+and it stayed so with no newer uevent for 200ms, so that the devices a load
+sets off (USB enumeration after xhci_pci) are waited for too. Exit status 0
+when settled, 1 on timeout or without a daemon. A daemon still starting is
+waited for.`
 
 func runSettle(ctx context.Context, env *cliEnv, args []string) int {
 	var (
