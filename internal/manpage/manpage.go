@@ -147,8 +147,8 @@ func Escape(s string) string {
 	return strings.NewReplacer(`\`, `\e`, "-", `\-`).Replace(s)
 }
 
-// escapeLine is Escape for a line written as it is; a leading blank would
-// be kept by roff anyway, a leading '.' or '\” must not be a request.
+// escapeLine is Escape for a line written as it is: roff keeps a leading
+// blank anyway, but a leading dot or apostrophe would start a request.
 func escapeLine(s string) string { return lineStart(Escape(s)) }
 
 // lineStart keeps a text line from being read as a request.
