@@ -152,15 +152,12 @@ func moduleMetrics(st Status) []metric {
 
 // escapeHelp escapes a HELP text as the format asks: backslash and
 // newline.
-func escapeHelp(s string) string {
-	return strings.NewReplacer(`\`, `\\`, "\n", `\n`).Replace(s)
-}
+func escapeHelp(s string) string { return escape(s, false) }
 
 // escapeLabel makes any string a valid label value: UTF-8, at most
-// maxLabelValue bytes (cut at a character boundary), with backslash,
-// double quote and newline escaped.
+// maxLabelValue bytes before escaping (cut at a character boundary), with
+// backslash, double quote and newline escaped.
 func escapeLabel(s string) string {
-	s = strings.ToValidUTF8(s, "\uFFFD")
 	if len(s) > maxLabelValue {
 		cut := maxLabelValue
 		for cut > 0 && !utf8.RuneStart(s[cut]) {
@@ -168,5 +165,25 @@ func escapeLabel(s string) string {
 		}
 		s = s[:cut]
 	}
-	return strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(s)
+	return escape(s, true)
+}
+
+// escape writes s with backslash and newline escaped, and double quote
+// too in a label value; bytes that are not UTF-8 become U+FFFD. (A loop,
+// not strings.Replacer: the binary stays smaller.)
+func escape(s string, label bool) string {
+	var b strings.Builder
+	for _, r := range s { // an invalid byte comes as utf8.RuneError
+		switch {
+		case r == '\\':
+			b.WriteString(`\\`)
+		case r == '\n':
+			b.WriteString(`\n`)
+		case r == '"' && label:
+			b.WriteString(`\"`)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }
