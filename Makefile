@@ -5,11 +5,10 @@ LDFLAGS   := -s -w -X main.version=$(VERSION)
 UNIT_PKGS := $(shell $(GO) list ./... | grep -v /e2e)
 FUZZTIME  ?= 300000x
 
-.PHONY: build deps test unit fuzz e2e index-real bench bench-resolve demo vet clean man install install-initramfs deb
+.PHONY: build deps test unit fuzz e2e index-real bench bench-resolve demo vet clean
 
 # Debian packages the tests, the demo and the benchmark need.
-DEB_PKGS := qemu-system-x86 busybox-static cpio kmod gcc libc6-dev libkmod-dev e2fsprogs systemd make \
-	man-db groff-base lintian
+DEB_PKGS := qemu-system-x86 busybox-static cpio kmod gcc libc6-dev libkmod-dev e2fsprogs systemd make
 
 # Where build puts the binary, and install and deb take it from.
 BIN       ?= bin/modautoload
@@ -83,6 +82,11 @@ demo: deps
 clean:
 	rm -rf bin
 
+.PHONY: man install install-initramfs deb
+
+# The manual pages' and the Debian package's tests (make deps installs them).
+DEB_PKGS += man-db groff-base lintian
+
 # The manual pages (dist/man) and the README's command table, generated
 # from each command's -h and rules/doc.go; a unit test fails when the
 # committed files differ from what this makes.
@@ -153,13 +157,14 @@ DEB_ARCH_riscv64 := riscv64
 DEB_ARCH_mips64le := mips64el
 DEB_ARCH_loong64 := loong64
 # A Debian version must start with a digit: the last release, then the
-# commit's date and hash.
-DEB_VERSION    ?= 0.1+git$(shell git log -1 --format=%cd --date=format:%Y%m%d 2>/dev/null || echo 0).$(shell git rev-parse --short HEAD 2>/dev/null || echo 0)
+# commit's date and hash (none outside a git checkout).
+DEB_VERSION    ?= 0.1$(shell git log -1 --format=+git%cd.%h --date=format:%Y%m%d 2>/dev/null)
 # Who built the package, from DEBFULLNAME and DEBEMAIL as dch(1) takes
 # them; without them an address in the reserved .invalid domain says that
 # nobody signed this build.
 DEB_MAINTAINER ?= $(or $(DEBFULLNAME),modautoload builder) <$(or $(DEBEMAIL),builder@modautoload.invalid)>
-SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+# File dates in the package: the commit's, else now (lintian refuses 1970).
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || date +%s)
 DEB_ROOT        = $(DEBDIR)/deb-root
 DEB_FILE        = $(DEBDIR)/modautoload_$(DEB_VERSION)_$(DEB_ARCH).deb
 DEB_DOC         = $(DEB_ROOT)/usr/share/doc/modautoload
