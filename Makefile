@@ -10,8 +10,11 @@ FUZZTIME  ?= 300000x
 # Debian packages the tests, the demo and the benchmark need.
 DEB_PKGS := qemu-system-x86 busybox-static cpio kmod xz-utils gcc libc6-dev libkmod-dev e2fsprogs systemd make
 
+# Where build puts the binary, and install and deb take it from.
+BIN       ?= bin/modautoload
+
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/modautoload ./cmd/modautoload
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/modautoload
 
 # Installs what is missing (as root, with apt), so that demo and test work
 # on a fresh Debian machine.
@@ -78,3 +81,112 @@ demo: deps
 
 clean:
 	rm -rf bin
+
+.PHONY: man install install-initramfs deb
+
+# The manual pages' and the Debian package's tests (make deps installs them).
+DEB_PKGS += man-db groff-base lintian
+
+# The manual pages (dist/man) and the README's command table, generated
+# from each command's -h and rules/doc.go; a unit test fails when the
+# committed files differ from what this makes.
+man:
+	$(GO) test -count=1 -run '^TestManPagesAreGenerated$$' ./cmd/modautoload -args -update
+
+# make install: the tree README's "Install" lists, under $(DESTDIR). An
+# empty directory variable leaves its part out (OPENRCDIR= on a systemd
+# machine). RULESDIR is where the daemon reads its rules, whatever PREFIX.
+PREFIX         ?= /usr/local
+SYSCONFDIR     ?= /etc
+SBINDIR        ?= $(PREFIX)/sbin
+MANDIR         ?= $(PREFIX)/share/man
+DATADIR        ?= $(PREFIX)/share/modautoload
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+OPENRCDIR      ?= $(SYSCONFDIR)/init.d
+RULESDIR       ?= /usr/lib/modautoload/rules.d
+# 1: $(SBINDIR)/modprobe is a link to modautoload (it then replaces kmod's
+# modprobe for whatever finds it first in PATH or /proc/sys/kernel/modprobe).
+INSTALL_MODPROBE_LINK ?= 0
+
+# The units and the OpenRC script name the binary where it is installed.
+SET_BINARY := sed -e 's|\(/usr\)\{0,1\}/sbin/modautoload|$(SBINDIR)/modautoload|g'
+
+install: build install-initramfs
+	install -D -m 0755 $(BIN) $(DESTDIR)$(SBINDIR)/modautoload
+	if [ "$(INSTALL_MODPROBE_LINK)" = 1 ]; then ln -sf modautoload $(DESTDIR)$(SBINDIR)/modprobe; fi
+	if [ -n "$(SYSTEMDUNITDIR)" ]; then \
+		install -d -m 0755 $(DESTDIR)$(SYSTEMDUNITDIR) && \
+		for u in modautoload.service modautoload-settle.service; do \
+			$(SET_BINARY) dist/systemd/$$u >$(DESTDIR)$(SYSTEMDUNITDIR)/$$u && chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/$$u || exit 1; \
+		done; \
+	fi
+	if [ -n "$(OPENRCDIR)" ]; then \
+		install -d -m 0755 $(DESTDIR)$(OPENRCDIR) && \
+		$(SET_BINARY) dist/openrc/modautoload >$(DESTDIR)$(OPENRCDIR)/modautoload && \
+		chmod 0755 $(DESTDIR)$(OPENRCDIR)/modautoload; \
+	fi
+	install -D -m 0644 dist/rules.d/80-drivers.rules $(DESTDIR)$(RULESDIR)/80-drivers.rules
+	install -D -m 0644 dist/man/modautoload.8 $(DESTDIR)$(MANDIR)/man8/modautoload.8
+	install -D -m 0644 dist/man/modautoload-rules.5 $(DESTDIR)$(MANDIR)/man5/modautoload-rules.5
+	install -D -m 0644 dist/udev/80-drivers.rules $(DESTDIR)$(DATADIR)/udev/80-drivers.rules
+	install -D -m 0644 dist/busybox/inittab $(DESTDIR)$(DATADIR)/busybox/inittab
+	install -D -m 0755 dist/initramfs/init $(DESTDIR)$(DATADIR)/initramfs/init
+
+# The initramfs generators' hooks (initramfs-tools, dracut) add their
+# install steps here, each in a rule of its own: `install-initramfs::`.
+install-initramfs::
+	@:
+
+# make deb: a Debian package of this tree for GOARCH (default: the Go
+# toolchain's), built with dpkg-deb alone, owned by root without fakeroot.
+# It installs what make install does under /usr, with the OpenRC script as
+# an example (Debian's /etc/init.d is for its own scripts) and no modprobe
+# link (kmod owns /sbin/modprobe). It has no maintainer scripts: nothing
+# is enabled and udev keeps loading modules until the administrator says
+# otherwise (README, "Install").
+DEBDIR         ?= bin
+DEB_GOARCH     := $(shell $(GO) env GOARCH)
+DEB_ARCH        = $(or $(DEB_ARCH_$(DEB_GOARCH)),$(error no Debian architecture for GOARCH=$(DEB_GOARCH)))
+DEB_ARCH_amd64 := amd64
+DEB_ARCH_arm64 := arm64
+DEB_ARCH_386   := i386
+DEB_ARCH_arm   := armhf
+DEB_ARCH_ppc64le := ppc64el
+DEB_ARCH_s390x := s390x
+DEB_ARCH_riscv64 := riscv64
+DEB_ARCH_mips64le := mips64el
+DEB_ARCH_loong64 := loong64
+# A Debian version must start with a digit: the last release, then the
+# commit's date and hash (none outside a git checkout).
+DEB_VERSION    ?= 0.1$(shell git log -1 --format=+git%cd.%h --date=format:%Y%m%d 2>/dev/null)
+# Who built the package, from DEBFULLNAME and DEBEMAIL as dch(1) takes
+# them; without them an address in the reserved .invalid domain says that
+# nobody signed this build.
+DEB_MAINTAINER ?= $(or $(DEBFULLNAME),modautoload builder) <$(or $(DEBEMAIL),builder@modautoload.invalid)>
+# File dates in the package: the commit's, else now (lintian refuses 1970).
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || date +%s)
+DEB_ROOT        = $(DEBDIR)/deb-root
+DEB_FILE        = $(DEBDIR)/modautoload_$(DEB_VERSION)_$(DEB_ARCH).deb
+DEB_DOC         = $(DEB_ROOT)/usr/share/doc/modautoload
+
+deb:
+	rm -rf $(DEB_ROOT)
+	GOARM=$${GOARM:-7} $(MAKE) --no-print-directory install DESTDIR=$(DEB_ROOT) PREFIX=/usr \
+		OPENRCDIR=/usr/share/modautoload/openrc INSTALL_MODPROBE_LINK=0
+	gzip -9n $(DEB_ROOT)/usr/share/man/man8/modautoload.8 $(DEB_ROOT)/usr/share/man/man5/modautoload-rules.5
+	install -d -m 0755 $(DEB_DOC) $(DEB_ROOT)/DEBIAN
+	install -m 0644 dist/deb/copyright $(DEB_DOC)/copyright
+	install -D -m 0644 dist/deb/lintian-overrides $(DEB_ROOT)/usr/share/lintian/overrides/modautoload
+	gzip -9nc README.md >$(DEB_DOC)/README.md.gz
+	gzip -9nc CHANGELOG.md >$(DEB_DOC)/CHANGELOG.md.gz
+	printf 'modautoload (%s) unstable; urgency=medium\n\n  * Built from the source tree at %s; its changes are in CHANGELOG.md.gz.\n\n -- %s  %s\n' \
+		'$(DEB_VERSION)' "$$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" '$(DEB_MAINTAINER)' \
+		"$$(date -R -u -d @$(SOURCE_DATE_EPOCH))" | gzip -9n >$(DEB_DOC)/changelog.gz
+	sed -e 's|@VERSION@|$(DEB_VERSION)|' -e 's|@ARCH@|$(DEB_ARCH)|' -e 's|@MAINTAINER@|$(DEB_MAINTAINER)|' \
+		-e "s|@SIZE@|$$(du -sk --exclude=DEBIAN $(DEB_ROOT) | cut -f1)|" dist/deb/control >$(DEB_ROOT)/DEBIAN/control
+	cd $(DEB_ROOT) && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | LC_ALL=C sort -z | xargs -0 md5sum >DEBIAN/md5sums
+	chmod 0644 $(DEB_ROOT)/DEBIAN/control $(DEB_ROOT)/DEBIAN/md5sums
+	# install -D made directories under the builder's umask.
+	find $(DEB_ROOT) -type d -exec chmod 0755 {} +
+	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) dpkg-deb --root-owner-group -Zxz --build $(DEB_ROOT) $(DEB_FILE)
+	@echo $(DEB_FILE)

@@ -68,6 +68,7 @@ type LoadOutcome struct {
 
 // Status is what modautoload status shows.
 type Status struct {
+	Version      string                        `json:"version,omitempty"`
 	Events       uevent.Stats                  `json:"events"`
 	Handled      uint64                        `json:"handled"`
 	Skipped      uint64                        `json:"skipped"`
@@ -92,7 +93,7 @@ func (d *Daemon) Status() Status {
 	d.mu.Lock()
 	st := Status{
 		Queue: d.queue.queued, QueueBytes: d.queue.bytes, Busy: d.queue.busy, Requests: d.requests,
-		LastSeqnum: d.lastSeq, ColdplugDone: d.coldDone,
+		LastSeqnum: d.lastSeq, ColdplugDone: d.coldDone, Version: d.cfg.Version,
 	}
 	d.mu.Unlock()
 	st.Events = d.cfg.Source.Stats()

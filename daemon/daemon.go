@@ -62,7 +62,9 @@ type Config struct {
 	// covers them), so settle must not wait for them; later ones are in
 	// the socket.
 	StartSeqnum uint64
-	Log         zerolog.Logger
+	// Version is the daemon's version, reported in Status.
+	Version string
+	Log     zerolog.Logger
 }
 
 // Daemon is one running event loop. Create it with New, run it with Run.

@@ -77,9 +77,12 @@ type Stats struct {
 
 // ModuleState is the last known state of a module this loader dealt with.
 type ModuleState struct {
-	State   string // loading, live, builtin, failed
-	Err     string `json:",omitempty"`
-	Updated time.Time
+	State string // loading, live, builtin, failed
+	Err   string `json:",omitempty"`
+	// Failures counts this module's failed loads since the loader
+	// started, so one that failed and later loaded still shows it.
+	Failures uint64 `json:",omitempty"`
+	Updated  time.Time
 }
 
 // Loader hands modules to the kernel: at most once at a time per module
@@ -222,7 +225,7 @@ func (l *Loader) ensure(ctx context.Context, s Step, retry bool) error {
 	default:
 		f = &flight{done: make(chan struct{})}
 		l.inflight[s.Name] = f
-		l.states[s.Name] = ModuleState{State: "loading", Updated: time.Now()}
+		l.states[s.Name] = ModuleState{State: "loading", Updated: time.Now(), Failures: l.states[s.Name].Failures}
 		l.wg.Add(1)
 		l.inFlight.Add(1)
 		go l.fly(f, s)
@@ -267,6 +270,10 @@ func (l *Loader) setState(name, state string, err error) {
 		ms.Err = err.Error()
 	}
 	l.mu.Lock()
+	ms.Failures = l.states[name].Failures
+	if state == "failed" {
+		ms.Failures++
+	}
 	l.states[name] = ms
 	l.mu.Unlock()
 }

@@ -14,9 +14,11 @@ import (
 const settleHelp = `settle [--timeout D] [--control PATH]
 
 Waits until the daemon has handled every uevent the kernel had issued
-(its /sys/kernel/uevent_seqnum when settle started) and no load is in
-flight. Exit status 0 when settled, 1 on timeout or without a daemon. A
-daemon still starting is waited for.`
+(its /sys/kernel/uevent_seqnum when settle started), no load is in flight,
+and it stayed so with no newer uevent for 200ms, so that the devices a load
+sets off (USB enumeration after xhci_pci) are waited for too. Exit status 0
+when settled, 1 on timeout or without a daemon. A daemon still starting is
+waited for.`
 
 func runSettle(ctx context.Context, env *cliEnv, args []string) int {
 	var (
@@ -63,19 +65,29 @@ func deadline(ctx context.Context) time.Time {
 	return d
 }
 
-const statusHelp = `status [--json] [--control PATH]
+const statusHelp = `status [--json | --prometheus] [--control PATH]
 
 Prints the daemon's counters (events received, rejected, malformed,
-overruns and resyncs; loads done, failed, deduplicated and in flight) and
-the state of every module it dealt with.`
+defective, overruns, resyncs and dropped; the queue's length and bytes;
+loads done, failed, deduplicated, already live, waited for, in flight,
+still in the kernel and refused), each module's state and last error, and
+the daemon's memory (resident, anonymous, mapped files, threads; the Go
+heap in use, free and released; stacks; GC cycles). --prometheus prints
+them in the Prometheus text format, as node_exporter's textfile collector
+reads it (the daemon's --prometheus-file writes the same): modautoload_*
+counters and gauges, modules by state, and for each module its failed
+loads (modautoload_module_failures_total) and, while its last load failed,
+its error (modautoload_module_failed). Exit status 1 without a daemon.`
 
 func runStatus(ctx context.Context, env *cliEnv, args []string) int {
 	var (
 		s       optSet
 		jsonOut bool
+		promOut bool
 		control = daemon.DefaultControl
 	)
 	s.boolVar(&jsonOut, 0, "json", "print the status as one JSON object")
+	s.boolVar(&promOut, 0, "prometheus", "print the status in the Prometheus text exposition format")
 	s.stringVar(&control, 0, "control", "PATH", "the daemon's control socket (default "+daemon.DefaultControl+")")
 	rest, code := parseArgs(env, "status", statusHelp, &s, args)
 	if code >= 0 {
@@ -83,6 +95,10 @@ func runStatus(ctx context.Context, env *cliEnv, args []string) int {
 	}
 	if len(rest) > 0 {
 		fmt.Fprintf(env.stderr, "modautoload status: unexpected argument %q\n", rest[0])
+		return 2
+	}
+	if jsonOut && promOut {
+		fmt.Fprintln(env.stderr, "modautoload status: --json and --prometheus exclude each other")
 		return 2
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -96,6 +112,17 @@ func runStatus(ctx context.Context, env *cliEnv, args []string) int {
 		return 1
 	}
 	st := resp.Status
+	if st == nil {
+		fmt.Fprintln(env.stderr, "modautoload status: the daemon's answer holds no status")
+		return 1
+	}
+	if promOut {
+		if err := daemon.WritePrometheus(env.stdout, *st); err != nil {
+			fmt.Fprintf(env.stderr, "modautoload status: %v\n", err)
+			return 1
+		}
+		return 0
+	}
 	if jsonOut {
 		b, _ := json.Marshal(st)
 		fmt.Fprintf(env.stdout, "%s\n", b)

@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -26,13 +27,25 @@ import (
 )
 
 const daemonHelp = `daemon [--coldplug] [--control PATH] [--rcvbuf BYTES] [--jobs N] [--dry-run]
-       [--exit-when-idle D] [--ready-fd N] [--rules PATH]... [-d DIR] [-S VERSION] [-C PATH]...
+       [--exit-when-idle D] [--ready-fd N] [--rules PATH]... [--prometheus-file PATH]
+       [-d DIR] [-S VERSION] [-C PATH]...
 
 Listens for kernel uevents and loads the modules their MODALIAS (or event
 rules) name, each module once, in dependency order, reporting a load done
 only when the module is live. --coldplug first handles every device
 present. The control socket serves settle, status and the modprobe helper.
-SIGHUP reloads rules, modprobe.d and the module indexes; SIGTERM stops.`
+SIGHUP reloads rules, modprobe.d and the module indexes; SIGTERM stops.
+
+--prometheus-file PATH keeps PATH in the Prometheus text format (what
+status --prometheus prints) for node_exporter's textfile collector: written
+at start, every --prometheus-interval when the metrics changed, and at exit,
+each time to a temporary file in the same directory renamed over PATH. A
+write that fails is logged once and tried again; one that takes more than
+5s is logged; neither holds back a load.`
+
+// metricsStopBound is how long exit waits for the metrics file's last
+// write: a stuck file system must not keep the daemon from exiting.
+const metricsStopBound = 5 * time.Second
 
 // shutdownBound is how long SIGTERM waits for loads already handed to the
 // kernel.
@@ -54,6 +67,8 @@ func runDaemon(ctx context.Context, env *cliEnv, args []string) int {
 		liveInterval = "3s"
 		liveTimeout  = loader.DefaultLiveTimeout.String()
 		cmdTimeout   = loader.DefaultCommandTimeout.String()
+		promFile     string
+		promInterval = "15s"
 	)
 	s.boolVar(&coldplug, 0, "coldplug", "handle every device present at start")
 	s.boolVar(&dryRun, 0, "dry-run", "log what would load; load nothing")
@@ -66,6 +81,8 @@ func runDaemon(ctx context.Context, env *cliEnv, args []string) int {
 	s.stringVar(&liveInterval, 0, "index-check", "DURATION", "how often to look for rewritten indexes and modprobe.d (default 3s)")
 	s.stringVar(&liveTimeout, 0, "live-timeout", "DURATION", "how long a load may take to go live before it is reported as still initializing (default "+liveTimeout+")")
 	s.stringVar(&cmdTimeout, 0, "command-timeout", "DURATION", "how long a modprobe.d install or remove command may run before it is killed (default "+cmdTimeout+")")
+	s.stringVar(&promFile, 0, "prometheus-file", "PATH", "keep PATH up to date with the metrics in the Prometheus text format")
+	s.stringVar(&promInterval, 0, "prometheus-interval", "DURATION", "how often --prometheus-file is rewritten when the metrics changed (default 15s)")
 	mods.register(&s)
 	logOpts.register(&s)
 	rest, code := parseArgs(env, "daemon", daemonHelp, &s, args)
@@ -102,6 +119,15 @@ func runDaemon(ctx context.Context, env *cliEnv, args []string) int {
 	cmdBound, err := positiveDuration("command-timeout", cmdTimeout)
 	if err != nil {
 		log.Error().Err(err).Msg("bad option")
+		return 2
+	}
+	promEvery, err := positiveDuration("prometheus-interval", promInterval)
+	if err != nil {
+		log.Error().Err(err).Msg("bad option")
+		return 2
+	}
+	if promFile != "" && (strings.HasSuffix(promFile, "/") || filepath.Base(promFile) == "." || filepath.Base(promFile) == "..") {
+		log.Error().Str("path", promFile).Msg("--prometheus-file must name a file")
 		return 2
 	}
 
@@ -165,11 +191,21 @@ func runDaemon(ctx context.Context, env *cliEnv, args []string) int {
 			notifyReady(readyFD, log)
 			log.Info().Int("rcvbuf", granted).Str("control", control).Int("jobs", jobs).Msg("ready")
 		},
-		Log: log,
+		Version: versionString(),
+		Log:     log,
 	})
 	if err != nil {
 		log.Error().Err(err).Msg("cannot start")
 		return 1
+	}
+	metricsDone := make(chan struct{})
+	metricsCtx, stopMetrics := context.WithCancel(context.Background())
+	defer stopMetrics()
+	if promFile != "" {
+		m := &daemon.MetricsFile{Path: promFile, Interval: promEvery, Status: d.Status, Log: log}
+		go func() { defer close(metricsDone); m.Run(metricsCtx) }()
+	} else {
+		close(metricsDone)
 	}
 
 	var wg sync.WaitGroup
@@ -187,6 +223,13 @@ func runDaemon(ctx context.Context, env *cliEnv, args []string) int {
 		log.Warn().Err(serr).Msg("loads still in the kernel at exit")
 	}
 	cancel()
+	// The metrics file's last version carries the counters at exit.
+	stopMetrics()
+	select {
+	case <-metricsDone:
+	case <-time.After(metricsStopBound):
+		log.Warn().Str("path", promFile).Dur("waited", metricsStopBound).Msg("the metrics file is still being written (stuck file system); exiting without its last version")
+	}
 	st := d.Status()
 	log.Info().Uint64("events", st.Events.Received).Uint64("rejected", st.Events.Rejected).
 		Uint64("overruns", st.Events.Overruns).Uint64("resyncs", st.Resyncs).Uint64("loaded", st.Loads.Loaded).

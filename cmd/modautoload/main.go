@@ -37,7 +37,20 @@ var commands = map[string]command{
 // cliEnv carries the process's streams so subcommands can be tested.
 type cliEnv struct {
 	stdout, stderr io.Writer
+	// describe, if set, is given a command's help text and options when
+	// -h is asked, instead of their printout: the manual page is made
+	// from what -h prints, so the two cannot drift apart.
+	describe func(help string, s *optSet)
 }
+
+// overview is what modautoload does, for --help and the manual page.
+const overview = `modautoload loads kernel modules for devices as the kernel announces
+them. It listens to the kernel's uevents, resolves each MODALIAS to modules
+through depmod's indexes and modprobe.d as libkmod does, and loads them with
+finit_module in dependency order: each module is handed to the kernel at
+most once at a time, and a load is reported done only when the module is
+live or built in. The same binary is the kernel's modprobe helper
+(/proc/sys/kernel/modprobe) when called through a link named modprobe.`
 
 func main() {
 	// SIGINT and SIGTERM cancel ctx; subcommands stop cleanly on it.
@@ -84,7 +97,7 @@ func run(ctx context.Context, env *cliEnv, args []string) int {
 }
 
 func usage(w io.Writer) {
-	fmt.Fprintf(w, "usage: modautoload COMMAND [FLAGS]\n\ncommands:\n")
+	fmt.Fprintf(w, "usage: modautoload COMMAND [FLAGS]\n\n%s\n\ncommands:\n", overview)
 	names := make([]string, 0, len(commands))
 	for name := range commands {
 		names = append(names, name)
@@ -132,6 +145,10 @@ func versionString() string {
 // help was asked (0) or the options are wrong (2).
 func parseArgs(env *cliEnv, name, help string, s *optSet, args []string) ([]string, int) {
 	rest, err := s.parse(args)
+	if errors.Is(err, errHelp) && env.describe != nil {
+		env.describe(help, s)
+		return nil, 0
+	}
 	if errors.Is(err, errHelp) {
 		fmt.Fprintf(env.stdout, "usage: modautoload %s\n\noptions:\n", help)
 		s.usage(env.stdout)
