@@ -41,7 +41,7 @@ import (
 func main() {
 	rounds := flag.Int("rounds", 5, "guests booted per approach")
 	out := flag.String("out", ".", "directory for bench.md, bench.svg and bench-logs/")
-	only := flag.String("only", "", "comma-separated approaches to run (udevd, kmod, mdev, modautoload); default all")
+	only := flag.String("only", "", "comma-separated parts to run (udevd, kmod, mdev, modautoload, helper); default all")
 	flag.Parse()
 	if *rounds < 1 || flag.NArg() > 0 {
 		flag.Usage()
@@ -70,12 +70,16 @@ func bench(ctx context.Context, rounds int, out, only string) error {
 	if err != nil {
 		return err
 	}
-	approaches := []approach{udevdApproach(udev), kmodLoop, mdev, modautoloadApproach(buildModautoload())}
+	bin, skip := buildModautoload()
+	approaches := []approach{udevdApproach(udev), kmodLoop, mdev, modautoloadApproach(bin, skip)}
+	runHelper := true
 	if only != "" {
 		ids := strings.Split(only, ",")
+		runHelper = slices.Contains(ids, "helper")
+		ids = slices.DeleteFunc(ids, func(id string) bool { return id == "helper" })
 		approaches = slices.DeleteFunc(approaches, func(a approach) bool { return !slices.Contains(ids, a.id) })
 		if len(approaches) != len(ids) {
-			return fmt.Errorf("-only %s: the approaches are udevd, kmod, mdev, modautoload", only)
+			return fmt.Errorf("-only %s: the parts are udevd, kmod, mdev, modautoload, helper", only)
 		}
 	}
 	logDir := filepath.Join(out, "bench-logs")
@@ -123,8 +127,18 @@ func bench(ctx context.Context, rounds int, out, only string) error {
 		}
 	}
 
+	var helper *helperResult
+	if runHelper && skip == "" {
+		fmt.Fprintf(os.Stderr, "bench: the kernel's modprobe helper\n")
+		waitedAll += awaitOtherGuests(ctx, 10*time.Minute)
+		helper = runHelperBench(ctx, bin)
+		if helper.err != "" {
+			fmt.Fprintf(os.Stderr, "bench: the helper's part failed: %s\n", helper.err)
+		}
+	}
+
 	env := describe(ctx, k.Version, udev.version, rounds, time.Since(start), waitedAll)
-	md := markdown(env, results)
+	md := markdown(env, results) + "\n" + helperSection(helper)
 	fmt.Print(md)
 	if err := os.WriteFile(filepath.Join(out, "bench.md"), []byte(md), 0o644); err != nil {
 		return err
@@ -138,6 +152,9 @@ func bench(ctx context.Context, rounds int, out, only string) error {
 		if len(res.errs) > 0 {
 			return errors.New("some rounds failed; see the report's notes")
 		}
+	}
+	if helper != nil && helper.err != "" {
+		return errors.New("the helper's part failed; see the report")
 	}
 	return nil
 }

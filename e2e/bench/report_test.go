@@ -91,3 +91,25 @@ func TestChartIsXML(t *testing.T) {
 		t.Errorf("chart lacks the hotplug panel, or has kmod in it:\n%s", svg)
 	}
 }
+
+func TestHelperSection(t *testing.T) {
+	r := &helperResult{perCall: map[string][]float64{}}
+	for i, c := range helperCells {
+		r.perCall[c.id] = []float64{float64(10 + i), float64(12 + i), float64(11 + i)}
+	}
+	got := helperSection(r)
+	for _, want := range []string{"| kmod's modprobe | 12.0 (11.0–13.0) | 1.00× |", "handing off", "`/bin/true` takes 11.0 (10.0–12.0) ms"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("helper section lacks %q:\n%s", want, got)
+		}
+	}
+	if id, ms, err := parseCalls("kmod-live 10.50 12.50"); err != nil || id != "kmod-live" || ms != 50 {
+		t.Errorf("parseCalls: %q %v %v", id, ms, err)
+	}
+	if _, _, err := parseCalls("kmod-live 12.50 10.50"); err == nil {
+		t.Error("parseCalls took an end before the start")
+	}
+	if !strings.Contains(helperSection(&helperResult{err: "boom"}), "Failed: boom") {
+		t.Error("a failed run is not reported")
+	}
+}

@@ -1,0 +1,153 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/modautoload/modautoload/e2e"
+)
+
+// The kernel's request_module() runs /proc/sys/kernel/modprobe as
+// `modprobe -q -- NAME` and waits for it to exit. This part times that
+// call, exec to exit, for kmod's modprobe and for modautoload's in both of
+// its paths: handing the request to a running daemon, and loading by
+// itself when no daemon listens. NAME is a module already live (what most
+// requests find) or one that does not exist. /bin/true is the floor: a
+// process's exec and exit in this guest.
+
+// helperCalls is how many calls a cell times in one repetition, and
+// helperReps how many times the guest goes through every cell, interleaved
+// so that a slow moment of the host does not fall on one cell only.
+const (
+	helperCalls = 40
+	helperReps  = 3
+)
+
+// helperCells are the measured cases, in the order the guest runs them.
+var helperCells = []struct{ id, command string }{
+	{"true", "/bin/true"},
+	{"kmod-live", e2e.KmodRefDir + "/modprobe -q -- dummy"},
+	{"kmod-missing", e2e.KmodRefDir + "/modprobe -q -- no_such_module"},
+	{"direct-live", "/usr/lib/mal/modprobe -q -- dummy"},
+	{"direct-missing", "/usr/lib/mal/modprobe -q -- no_such_module"},
+	{"handoff-live", "/usr/lib/mal/modprobe -q -- dummy"},
+	{"handoff-missing", "/usr/lib/mal/modprobe -q -- no_such_module"},
+}
+
+// helperScript runs every cell helperReps times. The link has another
+// directory than /sbin: busybox's own modprobe applet answers there.
+func helperScript() string {
+	var b strings.Builder
+	b.WriteString(`
+mkdir -p /usr/lib/mal
+ln -s /bin/modautoload /usr/lib/mal/modprobe
+` + e2e.KmodRefDir + `/modprobe dummy || echo "E2E:ERROR cannot load dummy"
+calls() {
+	s=$(cut -d' ' -f1 /proc/uptime)
+	i=0
+	while [ $i -lt ` + strconv.Itoa(helperCalls) + ` ]; do $1 >/dev/null 2>&1; i=$((i+1)); done
+	e=$(cut -d' ' -f1 /proc/uptime)
+	echo "E2E:CALLS $2 $s $e"
+}
+`)
+	fmt.Fprintf(&b, "for rep in %s; do\n", strings.TrimSpace(strings.Repeat("x ", helperReps)))
+	for _, c := range helperCells {
+		if c.id == "handoff-live" {
+			b.WriteString(`	modautoload daemon --log-format json 2>>/tmp/daemon.log &
+	D=$!
+	modautoload settle --timeout 30s || echo "E2E:ERROR the daemon did not come up"
+`)
+		}
+		fmt.Fprintf(&b, "\tcalls %q %s\n", c.command, c.id)
+	}
+	b.WriteString("\tkill $D; wait $D\ndone\n")
+	return b.String()
+}
+
+// helperResult holds the milliseconds per call of each cell, one figure
+// per repetition.
+type helperResult struct {
+	perCall map[string][]float64
+	err     string
+}
+
+// runHelperBench boots one guest and times the cells.
+func runHelperBench(ctx context.Context, bin string) *helperResult {
+	r := &helperResult{perCall: map[string][]float64{}}
+	var res *e2e.Result
+	err := e2e.Run(func(t e2e.T) {
+		res = e2e.Boot(ctx, t, e2e.Scenario{
+			Script:  helperScript(),
+			Files:   []e2e.File{{Guest: "/bin/modautoload", Host: bin, Mode: 0o755}},
+			Timeout: 5 * time.Minute,
+		})
+	})
+	if err != nil {
+		first, _, _ := strings.Cut(err.Error(), "\n")
+		r.err = first
+		return r
+	}
+	if e := res.Lines("ERROR"); len(e) > 0 {
+		r.err = strings.Join(e, "; ")
+		return r
+	}
+	for _, line := range res.Lines("CALLS") {
+		id, ms, err := parseCalls(line)
+		if err != nil {
+			r.err = err.Error()
+			return r
+		}
+		r.perCall[id] = append(r.perCall[id], ms)
+	}
+	for _, c := range helperCells {
+		if len(r.perCall[c.id]) != helperReps {
+			r.err = fmt.Sprintf("%s: %d repetitions reported, want %d", c.id, len(r.perCall[c.id]), helperReps)
+		}
+	}
+	return r
+}
+
+// parseCalls reads "ID START END" (uptime seconds) into milliseconds per
+// call.
+func parseCalls(line string) (string, float64, error) {
+	f := strings.Fields(line)
+	if len(f) != 3 {
+		return "", 0, fmt.Errorf("calls line %q", line)
+	}
+	start, err1 := strconv.ParseFloat(f[1], 64)
+	end, err2 := strconv.ParseFloat(f[2], 64)
+	if err1 != nil || err2 != nil || end < start {
+		return "", 0, fmt.Errorf("calls line %q", line)
+	}
+	return f[0], (end - start) * 1000 / helperCalls, nil
+}
+
+// helperSection is the report's part on the kernel's helper.
+func helperSection(r *helperResult) string {
+	var b strings.Builder
+	b.WriteString("## The kernel's modprobe helper\n\n")
+	if r == nil {
+		b.WriteString("Not run (`-only`).\n")
+		return b.String()
+	}
+	if r.err != "" {
+		fmt.Fprintf(&b, "Failed: %s.\n", r.err)
+		return b.String()
+	}
+	ms := func(id string) stat { return summarize(r.perCall[id]) }
+	row := func(name, live, missing string) []string {
+		return []string{name, ms(live).format(1), ratio(ms(live), ms("kmod-live")),
+			ms(missing).format(1), ratio(ms(missing), ms("kmod-missing"))}
+	}
+	b.WriteString(table([]string{"`modprobe -q -- NAME`", "module live: ms per call", "vs kmod", "no such module: ms per call", "vs kmod"}, [][]string{
+		row("kmod's modprobe", "kmod-live", "kmod-missing"),
+		row("modautoload, handing off to the daemon", "handoff-live", "handoff-missing"),
+		row("modautoload, loading by itself (no daemon)", "direct-live", "direct-missing"),
+	}))
+	fmt.Fprintf(&b, "\nExec to exit, as the kernel's `request_module()` runs it; medians (min–max) of %d repetitions of %d calls each, the cells interleaved, in one guest without the device set. `/bin/true` takes %s ms per call in the same guest: a process's exec and exit. kmod is dynamically linked (libkmod, liblzma, libzstd, libcrypto: the loader's work under TCG); modautoload is static. The module is `dummy`, loaded first; the missing one is `no_such_module`.\n",
+		helperReps, helperCalls, ms("true").format(1))
+	return b.String()
+}
