@@ -62,7 +62,7 @@ const forgedAlias = "usb:v0403p6001d0400dc00dsc00dp00icFFiscFFipFFin00"
 
 func testArm(t *testing.T, c armCase) {
 	a := c.arch
-	RequireArch(t, a)
+	k := RequireArch(t, a)
 	files := []File{
 		{Guest: "/bin/modautoload", Host: BuildBinaryFor(t, "./cmd/modautoload", a), Mode: 0o755},
 		{Guest: "/bin/forge", Host: BuildBinaryFor(t, "./e2e/guest/forge", a), Mode: 0o755},
@@ -80,7 +80,7 @@ func testArm(t *testing.T, c armCase) {
 	vm := Start(t.Context(), t, Scenario{
 		Arch: a, Devices: armDevices, QEMUArgs: armQEMUArgs, Timeout: 8 * time.Minute, QMP: true,
 		Files: append(files, unitFiles...),
-		Script: `echo "E2E:UNAME $(uname -m)"
+		Script: `echo "E2E:UNAME $(uname -m) $(uname -r)"
 phase() { echo "E2E:PHASE $1 $(cut -d' ' -f1 /proc/uptime)"; }
 phase race` + slowInitRace + `phase coldplug` + helperSetup + startDaemon("--coldplug") + settleAndReport + `
 phase forge
@@ -101,8 +101,8 @@ echo "E2E:STATUS $(modautoload status --json)"
 		t.Errorf("device_add usb-serial: %v", err)
 	}
 	res := vm.Wait()
-	if got, want := res.Value("UNAME"), map[string]string{"arm64": "aarch64", "armhf": "armv7l"}[a.Name]; got != want {
-		t.Errorf("guest machine %q, want %q", got, want)
+	if got, want := res.Value("UNAME"), map[string]string{"arm64": "aarch64", "armhf": "armv7l"}[a.Name]+" "+k.Version; got != want {
+		t.Errorf("guest machine and kernel %q, want %q", got, want)
 	}
 
 	// Coldplug parity with kmod, device-tree drivers among them.

@@ -20,16 +20,18 @@ import (
 // high bits say which parts the node has, in this order: a NUL-terminated
 // prefix, a child table {u8 first, u8 last, u32 child[last-first+1]}, and
 // values {u32 count, count × {u32 priority, NUL-terminated string}}.
+//
+// The magic is typed: untyped, it overflows int where int is 32 bits (an
+// untyped constant passed to fmt's variadic arguments becomes an int).
+const trieMagic uint32 = 0xB007F457
+
 const (
-	// Typed: untyped, the magic overflows int where int is 32 bits
-	// (fmt's variadic arguments give an untyped constant type int).
-	trieMagic    uint32 = 0xB007F457
-	trieMajor           = 2
-	headerSize          = 12
-	flagPrefix          = 0x80000000
-	flagValues          = 0x40000000
-	flagChildren        = 0x20000000
-	offsetMask          = 0x0FFFFFFF
+	trieMajor    = 2
+	headerSize   = 12
+	flagPrefix   = 0x80000000
+	flagValues   = 0x40000000
+	flagChildren = 0x20000000
+	offsetMask   = 0x0FFFFFFF
 	// childMax bounds child characters: depmod indexes 7-bit ASCII only.
 	childMax = 128
 	// minValueSize is a value's smallest encoding: priority and a NUL.
