@@ -16,4 +16,9 @@
 // base initramfs holding busybox, the module tree and Debian's kmod as a
 // reference implementation under /usr/lib/kmod-ref. Each boot only writes a
 // small per-test archive after a copy of the base one.
+//
+// A Scenario with Arch set (ARM64, ARMHF) boots Debian's kernel of that
+// architecture on qemu's virt board, whose devices a device tree
+// describes, with busybox and kmod from Debian's packages of that
+// architecture; BuildBinaryFor builds the guest's binaries for it.
 package e2e

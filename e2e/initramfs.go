@@ -29,11 +29,17 @@ var guestDirs = []string{"/dev", "/proc", "/sys", "/tmp", "/run", "/etc", "/root
 // busybox, the module tree and kmod. It is the bulk of every guest's
 // initramfs and is the same for all tests, so it is built once per kernel.
 func ensureBase(ctx context.Context, k *Kernel) (string, error) {
+	return ensureArchive(ctx, fmt.Sprintf("base-%s-%d.cpio", k.Version, rigVersion),
+		func(c *cpioWriter) error { return writeBase(c, k) })
+}
+
+// ensureArchive returns the cached archive name in the cache directory,
+// building it with write if needed; concurrent callers build it once.
+func ensureArchive(ctx context.Context, name string, write func(*cpioWriter) error) (string, error) {
 	cache, err := CacheDir()
 	if err != nil {
 		return "", err
 	}
-	name := fmt.Sprintf("base-%s-%d.cpio", k.Version, rigVersion)
 	final := filepath.Join(cache, name)
 	if exists(final) {
 		return final, nil
@@ -57,7 +63,7 @@ func ensureBase(ctx context.Context, k *Kernel) (string, error) {
 		return "", err
 	}
 	defer os.Remove(f.Name()) // no-op after the rename
-	err = writeBase(newCPIOWriter(f), k)
+	err = write(newCPIOWriter(f))
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}

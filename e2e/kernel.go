@@ -58,6 +58,12 @@ func EnsureKernel(ctx context.Context) (*Kernel, error) {
 	if err != nil {
 		return nil, err
 	}
+	return ensureKernel(ctx, cache, version, "linux-image-"+version)
+}
+
+// ensureKernel returns the kernel version from the cache, building it
+// from the Debian package pkg first if needed.
+func ensureKernel(ctx context.Context, cache, version, pkg string) (*Kernel, error) {
 	dir := filepath.Join(cache, "kernel-"+version)
 	k := &Kernel{
 		Root:    filepath.Join(dir, "root"),
@@ -76,7 +82,7 @@ func EnsureKernel(ctx context.Context) (*Kernel, error) {
 	if exists(filepath.Join(dir, stampName)) {
 		return k, nil // another process built it while we waited
 	}
-	if err := buildKernelDir(ctx, cache, dir, version); err != nil {
+	if err := buildKernelDir(ctx, cache, dir, version, pkg); err != nil {
 		return nil, fmt.Errorf("kernel %s: %w", version, err)
 	}
 	return k, nil
@@ -91,10 +97,18 @@ func currentKernelVersion(ctx context.Context) (string, error) {
 		return version, nil
 	}
 	progress("apt-cache found no kernel (%v); running apt-get update", err)
-	if out, err := exec.CommandContext(ctx, "apt-get", "update").CombinedOutput(); err != nil {
-		return "", fmt.Errorf("apt-get update: %w\n%s", err, out)
-	}
+	aptUpdate(ctx)
 	return aptKernelVersion(ctx)
+}
+
+// aptUpdate refreshes apt's package lists. A failure is reported, not
+// returned: an index can be briefly unavailable (a security mirror in the
+// middle of a sync), and apt then keeps the lists it could fetch, so the
+// main suite's packages can still be had; the look-up after it decides.
+func aptUpdate(ctx context.Context) {
+	if out, err := exec.CommandContext(ctx, "apt-get", "update").CombinedOutput(); err != nil {
+		progress("apt-get update: %v (going on with the lists apt has)\n%s", err, out)
+	}
 }
 
 func aptKernelVersion(ctx context.Context) (string, error) {
@@ -115,7 +129,7 @@ func aptKernelVersion(ctx context.Context) (string, error) {
 // and renames it to dir, so a killed run never leaves a half-built kernel
 // where EnsureKernel would take it for a complete one. The caller holds the
 // lock.
-func buildKernelDir(ctx context.Context, cache, dir, version string) error {
+func buildKernelDir(ctx context.Context, cache, dir, version, pkg string) error {
 	base := filepath.Base(dir)
 	if err := removeGlob(filepath.Join(cache, base+".tmp*")); err != nil {
 		return err // leftovers of an interrupted build
@@ -126,7 +140,6 @@ func buildKernelDir(ctx context.Context, cache, dir, version string) error {
 	}
 	defer os.RemoveAll(tmp) // no-op after the rename
 
-	pkg := "linux-image-" + version
 	start := time.Now()
 	progress("downloading %s into %s (once; about 100 MB)", pkg, cache)
 	// The sandbox user _apt cannot write into a root-owned temp directory.

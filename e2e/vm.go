@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,6 +39,9 @@ type Scenario struct {
 	CPUs       int           // vCPUs; default 2
 	Timeout    time.Duration // whole run, boot included; default 120 s
 	QMP        bool          // start a QMP server; see VM.QMP
+	// Arch is the guest's architecture; nil is the x86-64 guest. Files
+	// built for it come from BuildBinaryFor.
+	Arch *Arch
 }
 
 // File is a file added to the guest.
@@ -130,17 +134,7 @@ func Boot(ctx context.Context, t T, sc Scenario) *Result {
 // when the test ends.
 func Start(ctx context.Context, t T, sc Scenario) *VM {
 	t.Helper()
-	if tb, ok := t.(testing.TB); ok {
-		Require(tb)
-	}
-	k, err := kernelOnce()
-	if err != nil {
-		t.Fatalf("e2e: %v", err)
-	}
-	base, err := baseOnce()
-	if err != nil {
-		t.Fatalf("e2e: %v", err)
-	}
+	k, base, qemu, console, machine := guestFor(t, sc.Arch)
 	if sc.MemoryMiB == 0 {
 		sc.MemoryMiB = 2048
 	}
@@ -159,7 +153,7 @@ func Start(ctx context.Context, t T, sc Scenario) *VM {
 	}
 	vm := &VM{t: t, timeout: sc.Timeout, initrdTime: time.Since(t0), changed: make(chan struct{}), done: make(chan struct{})}
 
-	args := []string{
+	args := append(machine,
 		"-accel", "tcg", // KVM guests hang at "Booting from ROM" on these machines
 		"-m", strconv.Itoa(sc.MemoryMiB),
 		"-smp", strconv.Itoa(sc.CPUs),
@@ -168,8 +162,8 @@ func Start(ctx context.Context, t T, sc Scenario) *VM {
 		"-initrd", initrd,
 		// panic=-1 reboots at once on a panic (e.g. /init dying), which
 		// -no-reboot turns into qemu exiting instead of hanging.
-		"-append", strings.Join(append([]string{"console=ttyS0", "quiet", "loglevel=3", "panic=-1"}, sc.KernelArgs...), " "),
-	}
+		"-append", strings.Join(append([]string{"console=" + console, "quiet", "loglevel=3", "panic=-1"}, sc.KernelArgs...), " "),
+	)
 	var sock string
 	if sc.QMP {
 		// Unix socket paths are limited to 108 bytes; t.TempDir can be longer.
@@ -187,7 +181,7 @@ func Start(ctx context.Context, t T, sc Scenario) *VM {
 	args = append(args, sc.QEMUArgs...)
 
 	vm.ctx, vm.cancel = context.WithTimeout(ctx, sc.Timeout)
-	cmd := exec.CommandContext(vm.ctx, "qemu-system-x86_64", args...)
+	cmd := exec.CommandContext(vm.ctx, qemu, args...)
 	cmd.Stderr = &vm.stderr
 	// Take qemu down with the test process even when it dies without
 	// running cleanups (go test -timeout, a kill), so no guest lingers.
@@ -218,6 +212,33 @@ func Start(ctx context.Context, t T, sc Scenario) *VM {
 		}
 	}
 	return vm
+}
+
+// guestFor returns what booting a guest of arch needs (nil: x86-64),
+// preparing it first: the kernel, the base archive, the qemu binary, the
+// console device and the arguments choosing the board.
+func guestFor(t T, arch *Arch) (k *Kernel, base, qemu, console string, machine []string) {
+	t.Helper()
+	var err error
+	if arch != nil {
+		if tb, ok := t.(testing.TB); ok {
+			RequireArch(tb, arch)
+		}
+		if k, base, err = arch.prepare(); err != nil {
+			t.Fatalf("e2e: %s guest: %v", arch.Name, err)
+		}
+		return k, base, arch.qemu, arch.console, slices.Clone(arch.machine)
+	}
+	if tb, ok := t.(testing.TB); ok {
+		Require(tb)
+	}
+	if k, err = kernelOnce(); err != nil {
+		t.Fatalf("e2e: %v", err)
+	}
+	if base, err = baseOnce(); err != nil {
+		t.Fatalf("e2e: %v", err)
+	}
+	return k, base, "qemu-system-x86_64", "ttyS0", nil
 }
 
 // run collects the console until qemu exits.

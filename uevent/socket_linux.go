@@ -2,6 +2,7 @@ package uevent
 
 import (
 	"fmt"
+	"math"
 
 	"github.com/mdlayher/socket"
 	"golang.org/x/sys/unix"
@@ -30,6 +31,11 @@ func Listen(cfg Config) (*Listener, int, error) {
 	want := cfg.ReadBuffer
 	if want <= 0 {
 		want = DefaultReadBuffer
+	}
+	// The socket option is a C int on every architecture; a larger Go int
+	// would be cut to its low 32 bits without a word.
+	if want > math.MaxInt32 {
+		return nil, 0, fmt.Errorf("uevent socket: receive buffer %d bytes does not fit the socket option (a C int, at most %d)", want, math.MaxInt32)
 	}
 	c, err := socket.Socket(unix.AF_NETLINK, unix.SOCK_RAW, unix.NETLINK_KOBJECT_UEVENT, "uevent", nil)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -135,6 +136,28 @@ func TestCLI(t *testing.T) {
 		if code != tc.code || !strings.Contains(out.String(), tc.out) {
 			t.Errorf("%v: exit %d, output %q; want %d and %q", tc.args, code, out.String(), tc.code, tc.out)
 		}
+	}
+}
+
+// TestReceiveBufferBeyondCInt: 4 GiB is refused with a reason on every
+// architecture: where int is 64 bits it does not fit the socket option
+// (it used to become 0 there), where int is 32 bits not even the flag.
+func TestReceiveBufferBeyondCInt(t *testing.T) {
+	want, wantCode := "does not fit the socket option", 1
+	if strconv.IntSize == 32 {
+		want, wantCode = "out of range (32 bits)", 2
+	}
+	// Bounded: were the value taken, monitor would listen until cancelled.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var out bytes.Buffer
+	code := run(ctx, &cliEnv{stdout: &out, stderr: &out}, []string{"monitor", "--rcvbuf", "4294967296"})
+	if code != wantCode || !strings.Contains(out.String(), want) {
+		t.Errorf("monitor --rcvbuf 4294967296: exit %d, output %q; want %d and %q", code, out.String(), wantCode, want)
+	}
+	out.Reset()
+	if code := run(context.Background(), &cliEnv{stdout: &out, stderr: &out}, []string{"monitor", "--rcvbuf", "lots"}); code != 2 || !strings.Contains(out.String(), `not a number: "lots"`) {
+		t.Errorf("monitor --rcvbuf lots: exit %d, output %q", code, out.String())
 	}
 }
 

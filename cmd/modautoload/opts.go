@@ -49,6 +49,10 @@ func (s *optSet) stringsVar(p *[]string, short byte, long, value, help string) {
 func (s *optSet) intVar(p *int, short byte, long, value, help string) {
 	s.add(&opt{short: short, long: long, value: value, help: help, isValue: true, set: func(v string) error {
 		n, err := strconv.Atoi(v)
+		if errors.Is(err, strconv.ErrRange) {
+			// 3 GiB is a number, but not an int where int is 32 bits.
+			return fmt.Errorf("out of range (%d bits): %q", strconv.IntSize, v)
+		}
 		if err != nil {
 			return fmt.Errorf("not a number: %q", v)
 		}

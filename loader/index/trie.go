@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"math"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -19,8 +20,12 @@ import (
 // high bits say which parts the node has, in this order: a NUL-terminated
 // prefix, a child table {u8 first, u8 last, u32 child[last-first+1]}, and
 // values {u32 count, count × {u32 priority, NUL-terminated string}}.
+//
+// The magic is typed: untyped, it overflows int where int is 32 bits (an
+// untyped constant passed to fmt's variadic arguments becomes an int).
+const trieMagic uint32 = 0xB007F457
+
 const (
-	trieMagic    = 0xB007F457
 	trieMajor    = 2
 	headerSize   = 12
 	flagPrefix   = 0x80000000
@@ -146,7 +151,16 @@ func (t *Trie) corrupt(off int, format string, args ...any) error {
 // and a wildcard search at most once per key position (nested wildcard
 // subtrees) plus once on its way down. Crafted overlapping nodes could
 // otherwise make every visit scan most of the file.
-func (t *Trie) scanBudget(key string) int { return (len(key) + 2) * len(t.data) }
+//
+// The product saturates: where int is 32 bits, a 2 KiB key against a
+// 1 MiB index would wrap it negative and fail a sound lookup as corrupt.
+func (t *Trie) scanBudget(key string) int {
+	rounds := len(key) + 2
+	if len(t.data) > 0 && rounds > math.MaxInt/len(t.data) {
+		return math.MaxInt
+	}
+	return rounds * len(t.data)
+}
 
 // scan returns the length of the NUL-terminated string at d[p:], charging
 // the bytes read to budget.

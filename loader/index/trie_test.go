@@ -377,6 +377,66 @@ func TestTruncatedWhileMapped(t *testing.T) {
 	}
 }
 
+// TestLongKeyLargeIndex: a CPU modalias lists every feature the CPU has
+// (over a kilobyte on current x86), and Debian's modules.alias.bin is over
+// a megabyte. Where int is 32 bits, their scan budget once wrapped negative
+// and the lookup failed as "nodes overlap". The fixture is padded to 1 MiB
+// (bytes past the nodes are never read) and the key made 2 KiB long, which
+// is past that point.
+func TestLongKeyLargeIndex(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(fixtureDir, "modules.alias.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	padded := make([]byte, 1<<20)
+	copy(padded, data)
+	ix, err := NewTrie("modules.alias.bin", padded)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := "cpu:type:x86,ven0000fam0006mod00AA:feature:" + strings.Repeat(",00AB", 410)
+	got, err := ix.SearchWild(key)
+	if err != nil {
+		t.Fatalf("SearchWild of a %d-byte key in a %d-byte index: %v", len(key), len(padded), err)
+	}
+	short, err := ix.SearchWild(key[:len(key)-5*409])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, short) || len(got) == 0 || got[0].Value != "intel_cstate" {
+		t.Errorf("SearchWild of a %d-byte CPU modalias = %v, want intel_cstate first, as for one feature: %v", len(key), got, short)
+	}
+	if _, err := ix.Search(key); err != nil {
+		t.Errorf("Search of a %d-byte key: %v", len(key), err)
+	}
+}
+
+// TestOpenHugeFile: a file too large to address is an error naming it, not
+// a crash; where int is 32 bits, one past 2 GiB cannot even be mapped.
+// The file is sparse, so it costs no disk.
+func TestOpenHugeFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "modules.alias.bin")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(3 << 30); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	ix, err := OpenTrie(path)
+	if err == nil {
+		ix.Close()
+		t.Fatal("OpenTrie of a 3 GiB file of zeros succeeded")
+	}
+	if !strings.Contains(err.Error(), path) {
+		t.Errorf("error %q does not name the file", err)
+	}
+	if strconv.IntSize == 32 && !strings.Contains(err.Error(), "too large to map") {
+		t.Errorf("error %q, want too large to map", err)
+	}
+}
+
 // TestMatchAliasesGlibc compares with glibc on every alias pattern of the
 // fixture (and of $MODAUTOLOAD_MODULE_DIR, if set) against strings made from
 // it, matching and not.

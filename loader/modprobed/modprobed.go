@@ -170,7 +170,7 @@ func (c *Config) problem(file string, line int, msg string) {
 // non-regular file is refused without blocking on it.
 func readConfigFile(path string) ([]byte, error) {
 	if st, err := os.Stat(path); err == nil && st.Mode()&fs.ModeCharDevice != 0 {
-		if sys, ok := st.Sys().(*syscall.Stat_t); ok && sys.Rdev == unix.Mkdev(1, 3) {
+		if sys, ok := st.Sys().(*syscall.Stat_t); ok && uint64(sys.Rdev) == unix.Mkdev(1, 3) {
 			return nil, nil
 		}
 	}
