@@ -39,7 +39,8 @@ unit:
 
 # go test fuzzes one target per run; each gets FUZZTIME.
 FUZZ_TARGETS := uevent:FuzzParse loader/modprobed:FuzzParse loader/modprobed:FuzzCmdline rules:FuzzEventRules \
-	loader/index:FuzzTrie loader/index:FuzzText internal/fnmatch:FuzzMatch
+	loader/index:FuzzTrie loader/index:FuzzText internal/fnmatch:FuzzMatch \
+	loader/modlist:FuzzParse loader/modlist:FuzzCmdline
 
 # Each run starts from the committed seeds, and FUZZTIME counts inputs, not
 # seconds: with a duration, Go 1.26's coordinator can report its own

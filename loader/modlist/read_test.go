@@ -348,8 +348,9 @@ func FuzzCmdline(f *testing.F) {
 	f.Add("modules_load=a,b rd.modules_load=c \"modules_load=d e\" modules_load", true)
 	f.Add("modules-load='x,,y' module_blacklist=z", false)
 	f.Fuzz(func(t *testing.T, cmdline string, initrd bool) {
-		l := Read(Options{Root: t.TempDir(), Cmdline: cmdline, Initrd: initrd, NoEtcModules: true})
-		for _, e := range l.Entries {
+		r := &reader{list: &List{}, seen: map[string]bool{}, alone: map[string]bool{}}
+		r.cmdline(cmdline, initrd)
+		for _, e := range r.list.Entries {
 			if e.File != CmdlineFile || e.Name == "" || strings.Contains(e.Name, ",") || strings.IndexByte(e.Name, 0) >= 0 {
 				t.Fatalf("entry %+v", e)
 			}
