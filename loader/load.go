@@ -101,6 +101,17 @@ type Loader struct {
 	// without a shell, or a locked-down one). "/bin/true" and "/bin/false"
 	// still act as the disabling idiom they are, without a shell.
 	NoShell bool
+	// MaxInKernel, if positive, bounds the modules handed to the kernel
+	// and not yet live (or failed) at once. A load is mostly the kernel's
+	// CPU work, so more calls than CPUs at once only contend for its
+	// locks; load-static sets it. The daemon must not: a module's init
+	// may request another module through the helper, which the daemon
+	// serves with this Loader, and that load would wait for a slot its
+	// requester holds.
+	MaxInKernel int
+
+	slotsOnce sync.Once
+	slots     chan struct{} // MaxInKernel's; made at first use
 
 	flock func(fd, how int) error // unix.Flock; a seam for file systems without it
 
@@ -306,6 +317,11 @@ func (l *Loader) load(s Step) error {
 	// controller's disk scan): seconds after the module went live. So the
 	// call runs on its own, holding the file and its lock, and the load
 	// is done as soon as the kernel says live.
+	release, err := l.takeSlot(s.Name)
+	if err != nil {
+		f.Close()
+		return err
+	}
 	result := make(chan error, 1)
 	l.wg.Add(1)
 	l.inKernel.Add(1)
@@ -316,6 +332,7 @@ func (l *Loader) load(s Step) error {
 		result <- l.insert(s, f)
 	}()
 	err = l.untilLive(s.Name, result)
+	release()
 	switch {
 	case err == nil:
 		l.loaded.Add(1)
@@ -335,6 +352,31 @@ func (l *Loader) load(s Step) error {
 		return nil
 	default:
 		return err
+	}
+}
+
+// takeSlot waits for room in the kernel (MaxInKernel), bounded by the
+// live timeout and shutdown; release gives the room back.
+func (l *Loader) takeSlot(name string) (release func(), err error) {
+	if l.MaxInKernel <= 0 {
+		return func() {}, nil
+	}
+	l.slotsOnce.Do(func() { l.slots = make(chan struct{}, l.MaxInKernel) })
+	release = func() { <-l.slots }
+	select {
+	case l.slots <- struct{}{}:
+		return release, nil
+	default:
+	}
+	t := time.NewTimer(l.liveTimeout())
+	defer t.Stop()
+	select {
+	case l.slots <- struct{}{}:
+		return release, nil
+	case <-t.C:
+		return nil, &LoadError{Module: name, Op: "wait", Err: fmt.Errorf("no room in the kernel within %s (%d loads at once)", l.liveTimeout(), l.MaxInKernel)}
+	case <-l.ctx.Done():
+		return nil, &LoadError{Module: name, Op: "wait", Err: l.ctx.Err()}
 	}
 }
 

@@ -304,6 +304,72 @@ func TestParallelIndependentLoads(t *testing.T) {
 	}
 }
 
+// MaxInKernel: no more modules in the kernel at once than it says, each
+// slot given back as soon as its module is live (not when finit_module
+// returns), and a wait for a slot bounded by the live timeout.
+func TestMaxInKernel(t *testing.T) {
+	names := []string{"a", "b", "c", "d"}
+	dir := loadertest.ModuleTree(t, nil, append(names, "late"))
+	mods := map[string]loadertest.Module{}
+	for _, m := range names {
+		mods[m] = loadertest.Module{Init: 100 * time.Millisecond, Linger: time.Second}
+	}
+	k := loadertest.NewKernel(t, mods)
+	l := newTestLoader(t, k)
+	l.MaxInKernel = 2
+	start := time.Now()
+	var wg sync.WaitGroup
+	for _, m := range names {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := l.ensure(context.Background(), step(dir, m), false); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	// The fake sysfs shows which modules are initializing.
+	most := 0
+	for time.Since(start) < 500*time.Millisecond {
+		n := 0
+		for _, m := range names {
+			if st, _ := readInitstate(k.Sysfs, m); st == stateComing {
+				n++
+			}
+		}
+		most = max(most, n)
+		time.Sleep(5 * time.Millisecond)
+	}
+	wg.Wait()
+	took := time.Since(start)
+	if most > 2 || most == 0 {
+		t.Errorf("%d modules initializing at once with MaxInKernel 2", most)
+	}
+	// Two rounds of 100 ms inits; finit_module lingers 1 s after live,
+	// which must not hold the slot.
+	if took < 190*time.Millisecond || took > 900*time.Millisecond {
+		t.Errorf("4 loads of 100 ms, 2 at once, took %s", took)
+	}
+
+	// A slot held for good (a holder in the kernel): the wait ends.
+	l2 := NewLoader(k, k.Sysfs)
+	l2.LiveTimeout, l2.MaxInKernel = 300*time.Millisecond, 1
+	t.Cleanup(func() { l2.Shutdown(context.Background()) })
+	release, err := l2.takeSlot("holder")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	start = time.Now()
+	err = l2.ensure(context.Background(), step(dir, "late"), false)
+	if err == nil || !strings.Contains(err.Error(), "no room in the kernel within 300ms") || time.Since(start) > time.Second {
+		t.Errorf("a load waiting behind a held slot: %v after %s", err, time.Since(start))
+	}
+	if k.CallsOf("late") != 0 {
+		t.Error("handed to the kernel without a slot")
+	}
+}
+
 func TestInstallCommands(t *testing.T) {
 	dir := loadertest.ModuleTree(t, nil, []string{"m"})
 	k := loadertest.NewKernel(t, nil)
