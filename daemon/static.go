@@ -42,7 +42,6 @@ func (d *Daemon) loadStatic(ctx context.Context) {
 		Resolve: func(name string, o loader.ResolveOptions) ([]loader.Planned, error) { return d.plan(name, o) },
 		Loader:  d.cfg.Loader,
 		Allowed: d.cfg.Rules().Allowed,
-		Jobs:    d.cfg.Jobs,
 		// The kernel's own refusals are expected, as in load-static.
 		KernelBlacklist: d.cfg.StaticKernelBlacklist,
 		Done: func(o modlist.Outcome) {

@@ -19,7 +19,8 @@ const loadStaticHelp = `load-static [--jobs N] [--initrd] [--no-etc-modules] [--
 
 Loads the modules the static lists name, in place of systemd-modules-load
 or the modules service of Debian, Alpine and OpenRC, but side by side: each
-module as soon as its dependencies are live, each handed to the kernel once.
+module as soon as its dependencies are live, each handed to the kernel once,
+at most --jobs modules (the CPUs) in the kernel's hands at once.
 The lists:
   modules-load.d   *.conf in /etc, /run, /usr/local/lib, /usr/lib and /lib
                    /modules-load.d, read as systemd does: one module or
@@ -50,12 +51,12 @@ func runLoadStatic(ctx context.Context, env *cliEnv, args []string) int {
 		logOpts      logOptions
 		initrd       bool
 		noEtcModules bool
-		jobs         = runtime.NumCPU() + 1
+		jobs         = runtime.NumCPU()
 		rulePaths    []string
 		liveTimeout  = loader.DefaultLiveTimeout.String()
 		cmdTimeout   = loader.DefaultCommandTimeout.String()
 	)
-	s.intVar(&jobs, 'j', "jobs", "N", "list entries loading at once (default: CPUs + 1)")
+	s.intVar(&jobs, 'j', "jobs", "N", "modules in the kernel's hands at once (default: the CPUs)")
 	s.boolVar(&initrd, 0, "initrd", "read rd.modules_load= too, as in an initramfs")
 	s.boolVar(&noEtcModules, 0, "no-etc-modules", "do not read /etc/modules (unless modules-load.d links to it)")
 	s.stringsVar(&rulePaths, 0, "rules", "PATH", "event rules whose allow-list applies, instead of the standard ones; repeatable")
@@ -101,12 +102,15 @@ func runLoadStatic(ctx context.Context, env *cliEnv, args []string) int {
 	defer r.DB.Close()
 	l := loader.NewLoader(loader.SystemKernel{}, "/sys")
 	l.LiveTimeout, l.CommandTimeout = liveBound, cmdBound
+	// Loading is the kernel's CPU work: more modules at once than CPUs
+	// only contend for its locks. The entries themselves all start at
+	// once, so one waiting for a slow dependency holds back no other.
+	l.MaxInKernel = jobs
 	defer l.Shutdown(context.Background())
 	c := modlist.Loading{
 		Resolve:         r.Resolve,
 		Loader:          l,
 		Allowed:         loadRules(rulePaths, log).Allowed,
-		Jobs:            jobs,
 		KernelBlacklist: kernelBlacklist,
 		Done:            func(o modlist.Outcome) { daemon.LogOutcome(log, o) },
 	}

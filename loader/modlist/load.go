@@ -3,7 +3,6 @@ package modlist
 import (
 	"context"
 	"errors"
-	"runtime"
 	"slices"
 	"sync"
 
@@ -26,7 +25,7 @@ type Loading struct {
 	Loader  *loader.Loader
 	// Allowed is the event rules' allow-list, if any.
 	Allowed func(module string) bool
-	// Jobs bounds the entries in progress at once; 0 means the CPUs + 1.
+	// Jobs bounds the entries in progress at once; 0 means DefaultJobs.
 	Jobs int
 	// KernelBlacklist are the names of module_blacklist= (see
 	// KernelBlacklist): their EPERM is expected.
@@ -35,6 +34,14 @@ type Loading struct {
 	// goroutine that loaded it.
 	Done func(Outcome)
 }
+
+// DefaultJobs bounds the entries in progress at once. An entry in
+// progress mostly waits (for a dependency another entry is loading, for a
+// slow init such as raid6_pq's benchmark), so the bound is not the CPUs:
+// with a CPU's worth of entries, three entries waiting for btrfs's
+// raid6_pq held back the other 37 of a 40-module list for 2 s. It only
+// keeps a list of thousands from starting thousands of loads at once.
+const DefaultJobs = 64
 
 // Outcome is what became of one entry.
 type Outcome struct {
@@ -110,7 +117,7 @@ func (o Outcome) moduleClass(i int, m loader.Result) Class {
 func (c *Loading) Run(ctx context.Context, entries []Entry) []Outcome {
 	jobs := c.Jobs
 	if jobs <= 0 {
-		jobs = runtime.NumCPU() + 1
+		jobs = DefaultJobs
 	}
 	out := make([]Outcome, len(entries))
 	slots := make(chan struct{}, jobs)
