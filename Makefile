@@ -65,7 +65,10 @@ index-real:
 # hotplugs (split into kernel probe, agent reaction and kernel load) of the
 # VM-TESTING device set: modautoload beside systemd-udevd,
 # kmod's modprobe fixpoint loop and busybox mdev, in one run; writes
-# bench/bench.md and bench/bench.svg.
+# bench/bench.md and bench/bench.svg. Then 40 listed modules loaded by
+# kmod's modprobe (one by one, -a), systemd-modules-load and load-static:
+# bench/static.md (alone: go run ./e2e/bench -out bench -only
+# static-kmod,static-kmod-a,static-systemd,static-modautoload).
 bench: deps bench-resolve
 	$(GO) run ./e2e/bench -out bench
 
