@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -110,8 +112,11 @@ type Loader struct {
 	// requester holds.
 	MaxInKernel int
 
-	slotsOnce sync.Once
-	slots     chan struct{} // MaxInKernel's; made at first use
+	// MaxInKernel's room: slots in use, and the loads waiting for one,
+	// highest Step.Priority first, then first come.
+	slotMu    sync.Mutex
+	slotsUsed int
+	slotWait  []*slotWaiter
 
 	flock func(fd, how int) error // unix.Flock; a seam for file systems without it
 
@@ -128,6 +133,11 @@ type Loader struct {
 
 	loaded, failed, dedup, already, waited atomic.Uint64
 	inFlight, inKernel                     atomic.Int64
+}
+
+type slotWaiter struct {
+	priority int
+	granted  chan struct{} // closed when the slot is handed over
 }
 
 type flight struct {
@@ -317,7 +327,7 @@ func (l *Loader) load(s Step) error {
 	// controller's disk scan): seconds after the module went live. So the
 	// call runs on its own, holding the file and its lock, and the load
 	// is done as soon as the kernel says live.
-	release, err := l.takeSlot(s.Name)
+	release, err := l.takeSlot(s.Name, s.Priority)
 	if err != nil {
 		f.Close()
 		return err
@@ -356,28 +366,54 @@ func (l *Loader) load(s Step) error {
 }
 
 // takeSlot waits for room in the kernel (MaxInKernel), bounded by the
-// live timeout and shutdown; release gives the room back.
-func (l *Loader) takeSlot(name string) (release func(), err error) {
+// live timeout and shutdown. Waiting loads get the room in the order of
+// their priority, then of their arrival; release hands it on.
+func (l *Loader) takeSlot(name string, priority int) (release func(), err error) {
 	if l.MaxInKernel <= 0 {
 		return func() {}, nil
 	}
-	l.slotsOnce.Do(func() { l.slots = make(chan struct{}, l.MaxInKernel) })
-	release = func() { <-l.slots }
-	select {
-	case l.slots <- struct{}{}:
-		return release, nil
-	default:
+	l.slotMu.Lock()
+	if l.slotsUsed < l.MaxInKernel && len(l.slotWait) == 0 {
+		l.slotsUsed++
+		l.slotMu.Unlock()
+		return l.releaseSlot, nil
 	}
+	w := &slotWaiter{priority: priority, granted: make(chan struct{})}
+	i := sort.Search(len(l.slotWait), func(i int) bool { return l.slotWait[i].priority < priority })
+	l.slotWait = slices.Insert(l.slotWait, i, w)
+	l.slotMu.Unlock()
 	t := time.NewTimer(l.liveTimeout())
 	defer t.Stop()
+	var why error
 	select {
-	case l.slots <- struct{}{}:
-		return release, nil
+	case <-w.granted:
+		return l.releaseSlot, nil
 	case <-t.C:
-		return nil, &LoadError{Module: name, Op: "wait", Err: fmt.Errorf("no room in the kernel within %s (%d loads at once)", l.liveTimeout(), l.MaxInKernel)}
+		why = fmt.Errorf("no room in the kernel within %s (%d loads at once)", l.liveTimeout(), l.MaxInKernel)
 	case <-l.ctx.Done():
-		return nil, &LoadError{Module: name, Op: "wait", Err: l.ctx.Err()}
+		why = l.ctx.Err()
 	}
+	l.slotMu.Lock()
+	defer l.slotMu.Unlock()
+	select {
+	case <-w.granted: // handed over while we gave up: take it
+		return l.releaseSlot, nil
+	default:
+	}
+	l.slotWait = slices.DeleteFunc(l.slotWait, func(x *slotWaiter) bool { return x == w })
+	return nil, &LoadError{Module: name, Op: "wait", Err: why}
+}
+
+// releaseSlot hands a slot to the first waiting load, or frees it.
+func (l *Loader) releaseSlot() {
+	l.slotMu.Lock()
+	defer l.slotMu.Unlock()
+	if len(l.slotWait) == 0 {
+		l.slotsUsed--
+		return
+	}
+	close(l.slotWait[0].granted)
+	l.slotWait = l.slotWait[1:]
 }
 
 // untilLive waits for the outcome of our own finit_module: its error, or

@@ -355,7 +355,7 @@ func TestMaxInKernel(t *testing.T) {
 	l2 := NewLoader(k, k.Sysfs)
 	l2.LiveTimeout, l2.MaxInKernel = 300*time.Millisecond, 1
 	t.Cleanup(func() { l2.Shutdown(context.Background()) })
-	release, err := l2.takeSlot("holder")
+	release, err := l2.takeSlot("holder", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -367,6 +367,53 @@ func TestMaxInKernel(t *testing.T) {
 	}
 	if k.CallsOf("late") != 0 {
 		t.Error("handed to the kernel without a slot")
+	}
+}
+
+// Loads waiting for room in the kernel get it by priority, then in the
+// order they came.
+func TestSlotPriority(t *testing.T) {
+	k := loadertest.NewKernel(t, nil)
+	l := newTestLoader(t, k)
+	l.MaxInKernel = 1
+	release, err := l.takeSlot("holder", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var order []string
+	var wg sync.WaitGroup
+	for i, w := range []struct {
+		name     string
+		priority int
+	}{{"low", 0}, {"high", 5}, {"mid", 2}, {"high2", 5}, {"low2", 0}} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rel, err := l.takeSlot(w.name, w.priority)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			order = append(order, w.name)
+			mu.Unlock()
+			rel()
+		}()
+		// Arrive one after the other.
+		for waiting := 0; waiting < i+1; time.Sleep(time.Millisecond) {
+			l.slotMu.Lock()
+			waiting = len(l.slotWait)
+			l.slotMu.Unlock()
+		}
+	}
+	release()
+	wg.Wait()
+	if got := strings.Join(order, " "); got != "high high2 mid low low2" {
+		t.Errorf("order %s", got)
+	}
+	if l.slotsUsed != 0 || len(l.slotWait) != 0 {
+		t.Errorf("%d slots used, %d waiting after all released", l.slotsUsed, len(l.slotWait))
 	}
 }
 

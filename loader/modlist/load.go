@@ -112,13 +112,18 @@ func (o Outcome) moduleClass(i int, m loader.Result) Class {
 }
 
 // Run loads entries and returns their outcomes, in the entries' order.
-// When ctx ends, entries not yet started are not started (their Err is
-// the context's) and those in progress stop waiting.
+// Every entry is resolved first, so that a module many entries need
+// (libcrc32c, nf_conntrack) goes to the kernel before those one entry
+// needs, when the Loader bounds the loads in the kernel: its Step.Priority
+// is the number of entries that need it. When ctx ends, entries not yet
+// started are not started (their Err is the context's) and those in
+// progress stop waiting.
 func (c *Loading) Run(ctx context.Context, entries []Entry) []Outcome {
 	jobs := c.Jobs
 	if jobs <= 0 {
 		jobs = DefaultJobs
 	}
+	plans, errs := c.resolveAll(entries)
 	out := make([]Outcome, len(entries))
 	slots := make(chan struct{}, jobs)
 	var wg sync.WaitGroup
@@ -140,7 +145,7 @@ func (c *Loading) Run(ctx context.Context, entries []Entry) []Outcome {
 		go func() {
 			defer wg.Done()
 			defer func() { <-slots }()
-			out[i] = c.finish(c.one(ctx, e))
+			out[i] = c.finish(c.load(ctx, e, plans[i], errs[i]))
 		}()
 		if e.Alone {
 			wg.Wait()
@@ -150,6 +155,36 @@ func (c *Loading) Run(ctx context.Context, entries []Entry) []Outcome {
 	return out
 }
 
+// resolveAll plans every entry as systemd-modules-load does (the
+// blacklist applies to the name itself too: KMOD_PROBE_APPLY_BLACKLIST)
+// and gives each step the number of entries that need its module as
+// priority.
+func (c *Loading) resolveAll(entries []Entry) ([][]loader.Planned, []error) {
+	plans := make([][]loader.Planned, len(entries))
+	errs := make([]error, len(entries))
+	need := map[string]int{}
+	for i, e := range entries {
+		plans[i], errs[i] = c.Resolve(e.Name, loader.ResolveOptions{UseBlacklist: true, Params: e.Params, Allowed: c.Allowed})
+		seen := map[string]bool{}
+		for _, p := range plans[i] {
+			for _, s := range p.Steps {
+				if !seen[s.Name] {
+					seen[s.Name] = true
+					need[s.Name]++
+				}
+			}
+		}
+	}
+	for _, ps := range plans {
+		for _, p := range ps {
+			for j := range p.Steps {
+				p.Steps[j].Priority = need[p.Steps[j].Name]
+			}
+		}
+	}
+	return plans, errs
+}
+
 func (c *Loading) finish(o Outcome) Outcome {
 	if c.Done != nil {
 		c.Done(o)
@@ -157,10 +192,8 @@ func (c *Loading) finish(o Outcome) Outcome {
 	return o
 }
 
-// one loads one entry as systemd-modules-load does: the blacklist applies
-// to the name itself too (KMOD_PROBE_APPLY_BLACKLIST).
-func (c *Loading) one(ctx context.Context, e Entry) Outcome {
-	plans, err := c.Resolve(e.Name, loader.ResolveOptions{UseBlacklist: true, Params: e.Params, Allowed: c.Allowed})
+// load carries out one entry's plans.
+func (c *Loading) load(ctx context.Context, e Entry, plans []loader.Planned, err error) Outcome {
 	if err != nil {
 		return Outcome{Entry: e, Err: err}
 	}

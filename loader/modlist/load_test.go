@@ -272,3 +272,24 @@ func TestRunCancelled(t *testing.T) {
 		t.Errorf("calls %v after the context ended", f.k.Calls())
 	}
 }
+
+// With the loads in the kernel bounded, a module several entries need
+// goes first: it is not queued behind the leaves listed before them.
+func TestRunSharedDependencyFirst(t *testing.T) {
+	order := []string{"lib", "a1", "a2", "a3", "a4", "x", "y", "z"}
+	mods := map[string]loadertest.Module{}
+	for _, m := range order {
+		mods[m] = loadertest.Module{Init: 30 * time.Millisecond}
+	}
+	f := newFixture(t, map[string][]string{"x": {"lib"}, "y": {"lib"}, "z": {"lib"}}, order, mods)
+	f.l.MaxInKernel = 1
+	out := f.loading().Run(context.Background(), names("a1", "a2", "a3", "a4", "x", "y", "z"))
+	for _, o := range out {
+		if o.Class() != Live {
+			t.Errorf("%s: %s", o.Entry.Name, o.Class())
+		}
+	}
+	if i := slices.Index(f.k.Calls(), "lib"); i > 1 {
+		t.Errorf("calls %v: lib, which three entries need, queued behind leaves", f.k.Calls())
+	}
+}
