@@ -3,6 +3,7 @@ package modlist
 import (
 	"context"
 	"errors"
+	"os"
 	"slices"
 	"sync"
 
@@ -112,12 +113,15 @@ func (o Outcome) moduleClass(i int, m loader.Result) Class {
 }
 
 // Run loads entries and returns their outcomes, in the entries' order.
-// Every entry is resolved first, so that a module many entries need
-// (libcrc32c, nf_conntrack) goes to the kernel before those one entry
-// needs, when the Loader bounds the loads in the kernel: its Step.Priority
-// is the number of entries that need it. When ctx ends, entries not yet
-// started are not started (their Err is the context's) and those in
-// progress stop waiting.
+// Every entry is resolved first, so that when the Loader bounds the loads
+// in the kernel, the modules more work waits on go first: a step's
+// Priority is the size of the plans of all entries that need its module,
+// in KiB, plus one per entry. libcrc32c, which a dozen netfilter and
+// filesystem entries need, then goes before a leaf one entry needs, and
+// btrfs's chain before a small crypto module's, so that the big modules
+// do not load last, alone. When ctx ends, entries not yet started are
+// not started (their Err is the context's) and those in progress stop
+// waiting.
 func (c *Loading) Run(ctx context.Context, entries []Entry) []Outcome {
 	jobs := c.Jobs
 	if jobs <= 0 {
@@ -157,28 +161,33 @@ func (c *Loading) Run(ctx context.Context, entries []Entry) []Outcome {
 
 // resolveAll plans every entry as systemd-modules-load does (the
 // blacklist applies to the name itself too: KMOD_PROBE_APPLY_BLACKLIST)
-// and gives each step the number of entries that need its module as
-// priority.
+// and gives each step its priority (see Run).
 func (c *Loading) resolveAll(entries []Entry) ([][]loader.Planned, []error) {
 	plans := make([][]loader.Planned, len(entries))
 	errs := make([]error, len(entries))
-	need := map[string]int{}
+	weight := map[string]int{}
 	for i, e := range entries {
 		plans[i], errs[i] = c.Resolve(e.Name, loader.ResolveOptions{UseBlacklist: true, Params: e.Params, Allowed: c.Allowed})
-		seen := map[string]bool{}
+		steps := map[string]string{} // the plan's modules and their files
 		for _, p := range plans[i] {
 			for _, s := range p.Steps {
-				if !seen[s.Name] {
-					seen[s.Name] = true
-					need[s.Name]++
-				}
+				steps[s.Name] = s.Path
 			}
+		}
+		var kib int64
+		for _, path := range steps {
+			if st, err := os.Stat(path); path != "" && err == nil {
+				kib += st.Size() >> 10
+			}
+		}
+		for m := range steps {
+			weight[m] += int(kib) + 1
 		}
 	}
 	for _, ps := range plans {
 		for _, p := range ps {
 			for j := range p.Steps {
-				p.Steps[j].Priority = need[p.Steps[j].Name]
+				p.Steps[j].Priority = weight[p.Steps[j].Name]
 			}
 		}
 	}

@@ -293,3 +293,35 @@ func TestRunSharedDependencyFirst(t *testing.T) {
 		t.Errorf("calls %v: lib, which three entries need, queued behind leaves", f.k.Calls())
 	}
 }
+
+// The chain of a big module goes before small leaves listed before it, so
+// that the big one does not load last, alone.
+func TestRunBigChainFirst(t *testing.T) {
+	order := []string{"bigdep", "big", "a1", "a2", "a3"}
+	mods := map[string]loadertest.Module{}
+	for _, m := range order {
+		mods[m] = loadertest.Module{Init: 30 * time.Millisecond}
+	}
+	f := newFixture(t, map[string][]string{"big": {"bigdep"}}, order, mods)
+	plans, err := f.r.Resolve("big", loader.ResolveOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := plans[0].Steps[len(plans[0].Steps)-1]
+	if last.Name != "big" {
+		t.Fatalf("plan %+v", plans[0].Steps)
+	}
+	if err := os.WriteFile(last.Path, make([]byte, 512<<10), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f.l.MaxInKernel = 1
+	out := f.loading().Run(context.Background(), names("a1", "a2", "a3", "big"))
+	for _, o := range out {
+		if o.Class() != Live {
+			t.Errorf("%s: %s", o.Entry.Name, o.Class())
+		}
+	}
+	if i := slices.Index(f.k.Calls(), "bigdep"); i > 1 {
+		t.Errorf("calls %v: the big module's dependency queued behind leaves", f.k.Calls())
+	}
+}
