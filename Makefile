@@ -68,7 +68,8 @@ cross: build-all
 
 # go test fuzzes one target per run; each gets FUZZTIME.
 FUZZ_TARGETS := uevent:FuzzParse loader/modprobed:FuzzParse loader/modprobed:FuzzCmdline rules:FuzzEventRules \
-	loader/index:FuzzTrie loader/index:FuzzText loader:FuzzXZ internal/fnmatch:FuzzMatch
+	loader/index:FuzzTrie loader/index:FuzzText loader:FuzzXZ internal/fnmatch:FuzzMatch \
+	loader/modlist:FuzzParse loader/modlist:FuzzCmdline
 
 # Each run starts from the committed seeds, and FUZZTIME counts inputs, not
 # seconds: with a duration, Go 1.26's coordinator can report its own
@@ -93,7 +94,10 @@ index-real:
 # hotplugs (split into kernel probe, agent reaction and kernel load) of the
 # VM-TESTING device set: modautoload beside systemd-udevd,
 # kmod's modprobe fixpoint loop and busybox mdev, in one run; writes
-# bench/bench.md and bench/bench.svg.
+# bench/bench.md and bench/bench.svg. Then 40 listed modules loaded by
+# kmod's modprobe (one by one, -a), systemd-modules-load and load-static:
+# bench/static.md (alone: go run ./e2e/bench -out bench -only
+# static-kmod,static-kmod-a,static-systemd,static-modautoload).
 bench: deps bench-resolve
 	$(GO) run ./e2e/bench -out bench
 

@@ -83,6 +83,7 @@ type Status struct {
 	LastSeqnum   uint64                        `json:"last_seqnum"`
 	KernelSeqnum uint64                        `json:"kernel_seqnum"`
 	ColdplugDone bool                          `json:"coldplug_done"`
+	Static       *StaticStatus                 `json:"static,omitempty"`
 	Loads        loader.Stats                  `json:"loads"`
 	Modules      map[string]loader.ModuleState `json:"modules"`
 	Memory       Memory                        `json:"memory"`
@@ -94,6 +95,10 @@ func (d *Daemon) Status() Status {
 	st := Status{
 		Queue: d.queue.queued, QueueBytes: d.queue.bytes, Busy: d.queue.busy, Requests: d.requests,
 		LastSeqnum: d.lastSeq, ColdplugDone: d.coldDone, Version: d.cfg.Version,
+	}
+	if d.static.Listed > 0 {
+		static := d.static
+		st.Static = &static
 	}
 	d.mu.Unlock()
 	st.Events = d.cfg.Source.Stats()

@@ -20,6 +20,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/modautoload/modautoload/loader"
+	"github.com/modautoload/modautoload/loader/modlist"
 	"github.com/modautoload/modautoload/rules"
 	"github.com/modautoload/modautoload/uevent"
 )
@@ -44,6 +45,11 @@ type Config struct {
 	Jobs int
 	// Coldplug handles every device present at start.
 	Coldplug bool
+	// Static are the static lists' entries (modlist.Read), loaded at
+	// start beside coldplug; StaticKernelBlacklist are module_blacklist=
+	// names, whose refusal is expected.
+	Static                []modlist.Entry
+	StaticKernelBlacklist []string
 	// DryRun resolves and logs what would load, loading nothing.
 	DryRun bool
 	// ExitWhenIdle, if positive, ends Run once coldplug is done and the
@@ -79,8 +85,9 @@ type Daemon struct {
 	rescanning bool   // the resyncer is doing one
 	coldDone   bool
 	stopping   bool
-	requests   int  // load requests from the modprobe helper in progress
-	trim       bool // return memory to the system once a scan's work is done
+	static     StaticStatus // the static lists' progress; Done when there are none
+	requests   int          // load requests from the modprobe helper in progress
+	trim       bool         // return memory to the system once a scan's work is done
 	// An overflow lasts from the first event dropped until the kernel
 	// events queued are down to half the bound, so one that flaps at the
 	// bound is logged once; overflowDropped counts its events.
@@ -111,6 +118,7 @@ func New(cfg Config) (*Daemon, error) {
 		cfg.Rules = func() *rules.EventRules { return nil }
 	}
 	d := &Daemon{cfg: cfg, queue: newEventQueue(), lastSeq: cfg.StartSeqnum}
+	d.static = StaticStatus{Listed: len(cfg.Static), Done: len(cfg.Static) == 0}
 	d.changed = sync.NewCond(&d.mu)
 	return d, nil
 }
@@ -134,6 +142,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); d.resyncer() }()
 	if d.cfg.Ready != nil {
 		d.cfg.Ready()
+	}
+	if len(d.cfg.Static) > 0 {
+		wg.Add(1)
+		go func() { defer wg.Done(); d.loadStatic(ctx) }()
 	}
 	if d.cfg.Coldplug {
 		d.scan("coldplug")
@@ -195,7 +207,8 @@ func (d *Daemon) idleTimer(ctx context.Context) <-chan struct{} {
 	return fired
 }
 
-// idle: coldplug done, nothing queued or being handled, no load in flight.
+// idle: coldplug and the static lists done, nothing queued or being
+// handled, no load in flight.
 func (d *Daemon) idle() bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -203,7 +216,7 @@ func (d *Daemon) idle() bool {
 }
 
 func (d *Daemon) idleLocked() bool {
-	return d.coldDone && !d.resync && !d.rescanning && d.queue.queued == 0 && d.queue.busy == 0 && d.cfg.Loader.Stats().InFlight == 0
+	return d.coldDone && d.static.Done && !d.resync && !d.rescanning && d.queue.queued == 0 && d.queue.busy == 0 && d.cfg.Loader.Stats().InFlight == 0
 }
 
 // read takes events off the socket as fast as it can, so the kernel's

@@ -300,7 +300,8 @@ poweroff -f
 // TestDistInittab boots busybox init as PID 1 reading dist/busybox/inittab
 // (with a line first that makes busybox's applet links, and the test's
 // checks as a ::once: line last): coldplug in sysinit has loaded the
-// virtio-rng driver and exited by the time rcS runs, the respawned daemon
+// virtio-rng driver and, with --static, the modules-load.d list's loop, and
+// exited by the time rcS runs, the respawned daemon
 // loads the driver of a device hotplugged over QMP, and comes back after
 // kill -9.
 func TestDistInittab(t *testing.T) {
@@ -317,7 +318,10 @@ func TestDistInittab(t *testing.T) {
 			{Guest: "/sbin/modautoload", Host: BuildBinary(t, "./cmd/modautoload"), Mode: 0o755},
 			{Guest: "/etc/init.d/rcS", Mode: 0o755, Data: []byte(`#!/bin/sh
 echo "E2E:RCS virtio_rng=$(cat /sys/module/virtio_rng/initstate 2>/dev/null || echo absent) daemons=$(cat /proc/[0-9]*/comm 2>/dev/null | grep -c '^modautoload')"
+echo "E2E:RCS_STATIC loop=$(cat /sys/module/loop/initstate 2>/dev/null || echo absent)"
 `)},
+			// The sysinit daemon's --static: the modules service's list.
+			{Guest: "/etc/modules-load.d/e2e.conf", Data: []byte("loop\n")},
 			{Guest: "/e2e/check", Data: []byte(inittabCheck), Mode: 0o755},
 		},
 		Devices:    []string{"virtio-rng-pci"},
@@ -332,6 +336,9 @@ echo "E2E:RCS virtio_rng=$(cat /sys/module/virtio_rng/initstate 2>/dev/null || e
 	res := vm.Wait()
 	if got := res.Value("RCS"); got != "virtio_rng=live daemons=0" {
 		t.Errorf("at rcS: %q, want the coldplug daemon done (virtio_rng live) and gone", got)
+	}
+	if got := res.Value("RCS_STATIC"); got != "loop=live" {
+		t.Errorf("at rcS: %q, want the static list's loop live", got)
 	}
 	if res.Value("RESPAWNED") == "" || res.Value("SETTLE_RC") != "0" {
 		t.Errorf("respawned daemon %q, settle %q", res.Value("RESPAWNED"), res.Value("SETTLE_RC"))
@@ -487,7 +494,7 @@ func TestDistSystemdVerify(t *testing.T) {
 	if err := os.MkdirAll(units, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, u := range []string{"modautoload.service", "modautoload-settle.service"} {
+	for _, u := range []string{"modautoload.service", "modautoload-settle.service", "modautoload-modules-load.service"} {
 		data, err := os.ReadFile(distPath(t, "systemd/"+u))
 		if err != nil {
 			t.Fatal(err)
@@ -496,7 +503,7 @@ func TestDistSystemdVerify(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	out, err := exec.Command(sa, "verify", "--root="+root, "modautoload.service", "modautoload-settle.service").CombinedOutput()
+	out, err := exec.Command(sa, "verify", "--root="+root, "modautoload.service", "modautoload-settle.service", "modautoload-modules-load.service").CombinedOutput()
 	if err != nil || len(out) > 0 {
 		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
 	}

@@ -185,3 +185,18 @@ func addTree(c *cpioWriter, src, dst string) error {
 		}
 	})
 }
+
+// HostProgram returns the host binary bin with the libraries and loader it
+// needs, at the same paths, as files for a guest: Debian's own tools run
+// there as they do on the host (systemd-modules-load in the bench).
+func HostProgram(bin string) ([]File, error) {
+	libs, err := sharedLibs(bin)
+	if err != nil {
+		return nil, err
+	}
+	files := []File{{Guest: bin, Host: bin}}
+	for _, l := range libs {
+		files = append(files, File{Guest: l, Host: l})
+	}
+	return files, nil
+}

@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -105,6 +107,20 @@ type Loader struct {
 	// without a shell, or a locked-down one). "/bin/true" and "/bin/false"
 	// still act as the disabling idiom they are, without a shell.
 	NoShell bool
+	// MaxInKernel, if positive, bounds the modules handed to the kernel
+	// and not yet live (or failed) at once. A load is mostly the kernel's
+	// CPU work, so more calls than CPUs at once only contend for its
+	// locks; load-static sets it. The daemon must not: a module's init
+	// may request another module through the helper, which the daemon
+	// serves with this Loader, and that load would wait for a slot its
+	// requester holds.
+	MaxInKernel int
+
+	// MaxInKernel's room: slots in use, and the loads waiting for one,
+	// highest Step.Priority first, then first come.
+	slotMu    sync.Mutex
+	slotsUsed int
+	slotWait  []*slotWaiter
 
 	flock func(fd, how int) error // unix.Flock; a seam for file systems without it
 
@@ -121,6 +137,11 @@ type Loader struct {
 
 	loaded, failed, dedup, already, waited atomic.Uint64
 	inFlight, inKernel                     atomic.Int64
+}
+
+type slotWaiter struct {
+	priority int
+	granted  chan struct{} // closed when the slot is handed over
 }
 
 type flight struct {
@@ -314,6 +335,11 @@ func (l *Loader) load(s Step) error {
 	// controller's disk scan): seconds after the module went live. So the
 	// call runs on its own, holding the file and its lock, and the load
 	// is done as soon as the kernel says live.
+	release, err := l.takeSlot(s.Name, s.Priority)
+	if err != nil {
+		f.Close()
+		return err
+	}
 	result := make(chan error, 1)
 	l.wg.Add(1)
 	l.inKernel.Add(1)
@@ -330,6 +356,7 @@ func (l *Loader) load(s Step) error {
 		result <- l.insert(s, f)
 	}()
 	err = l.untilLive(s.Name, result)
+	release()
 	switch {
 	case err == nil:
 		l.loaded.Add(1)
@@ -350,6 +377,57 @@ func (l *Loader) load(s Step) error {
 	default:
 		return err
 	}
+}
+
+// takeSlot waits for room in the kernel (MaxInKernel), bounded by the
+// live timeout and shutdown. Waiting loads get the room in the order of
+// their priority, then of their arrival; release hands it on.
+func (l *Loader) takeSlot(name string, priority int) (release func(), err error) {
+	if l.MaxInKernel <= 0 {
+		return func() {}, nil
+	}
+	l.slotMu.Lock()
+	if l.slotsUsed < l.MaxInKernel && len(l.slotWait) == 0 {
+		l.slotsUsed++
+		l.slotMu.Unlock()
+		return l.releaseSlot, nil
+	}
+	w := &slotWaiter{priority: priority, granted: make(chan struct{})}
+	i := sort.Search(len(l.slotWait), func(i int) bool { return l.slotWait[i].priority < priority })
+	l.slotWait = slices.Insert(l.slotWait, i, w)
+	l.slotMu.Unlock()
+	t := time.NewTimer(l.liveTimeout())
+	defer t.Stop()
+	var why error
+	select {
+	case <-w.granted:
+		return l.releaseSlot, nil
+	case <-t.C:
+		why = fmt.Errorf("no room in the kernel within %s (%d loads at once)", l.liveTimeout(), l.MaxInKernel)
+	case <-l.ctx.Done():
+		why = l.ctx.Err()
+	}
+	l.slotMu.Lock()
+	defer l.slotMu.Unlock()
+	select {
+	case <-w.granted: // handed over while we gave up: take it
+		return l.releaseSlot, nil
+	default:
+	}
+	l.slotWait = slices.DeleteFunc(l.slotWait, func(x *slotWaiter) bool { return x == w })
+	return nil, &LoadError{Module: name, Op: "wait", Err: why}
+}
+
+// releaseSlot hands a slot to the first waiting load, or frees it.
+func (l *Loader) releaseSlot() {
+	l.slotMu.Lock()
+	defer l.slotMu.Unlock()
+	if len(l.slotWait) == 0 {
+		l.slotsUsed--
+		return
+	}
+	close(l.slotWait[0].granted)
+	l.slotWait = l.slotWait[1:]
 }
 
 // untilLive waits for the outcome of our own finit_module: its error, or

@@ -305,6 +305,119 @@ func TestParallelIndependentLoads(t *testing.T) {
 	}
 }
 
+// MaxInKernel: no more modules in the kernel at once than it says, each
+// slot given back as soon as its module is live (not when finit_module
+// returns), and a wait for a slot bounded by the live timeout.
+func TestMaxInKernel(t *testing.T) {
+	names := []string{"a", "b", "c", "d"}
+	dir := loadertest.ModuleTree(t, nil, append(names, "late"))
+	mods := map[string]loadertest.Module{}
+	for _, m := range names {
+		mods[m] = loadertest.Module{Init: 100 * time.Millisecond, Linger: time.Second}
+	}
+	k := loadertest.NewKernel(t, mods)
+	l := newTestLoader(t, k)
+	l.MaxInKernel = 2
+	start := time.Now()
+	var wg sync.WaitGroup
+	for _, m := range names {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := l.ensure(context.Background(), step(dir, m), false); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	// The fake sysfs shows which modules are initializing.
+	most := 0
+	for time.Since(start) < 500*time.Millisecond {
+		n := 0
+		for _, m := range names {
+			if st, _ := readInitstate(k.Sysfs, m); st == stateComing {
+				n++
+			}
+		}
+		most = max(most, n)
+		time.Sleep(5 * time.Millisecond)
+	}
+	wg.Wait()
+	took := time.Since(start)
+	if most > 2 || most == 0 {
+		t.Errorf("%d modules initializing at once with MaxInKernel 2", most)
+	}
+	// Two rounds of 100 ms inits; finit_module lingers 1 s after live,
+	// which must not hold the slot.
+	if took < 190*time.Millisecond || took > 900*time.Millisecond {
+		t.Errorf("4 loads of 100 ms, 2 at once, took %s", took)
+	}
+
+	// A slot held for good (a holder in the kernel): the wait ends.
+	l2 := NewLoader(k, k.Sysfs)
+	l2.LiveTimeout, l2.MaxInKernel = 300*time.Millisecond, 1
+	t.Cleanup(func() { l2.Shutdown(context.Background()) })
+	release, err := l2.takeSlot("holder", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	start = time.Now()
+	err = l2.ensure(context.Background(), step(dir, "late"), false)
+	if err == nil || !strings.Contains(err.Error(), "no room in the kernel within 300ms") || time.Since(start) > time.Second {
+		t.Errorf("a load waiting behind a held slot: %v after %s", err, time.Since(start))
+	}
+	if k.CallsOf("late") != 0 {
+		t.Error("handed to the kernel without a slot")
+	}
+}
+
+// Loads waiting for room in the kernel get it by priority, then in the
+// order they came.
+func TestSlotPriority(t *testing.T) {
+	k := loadertest.NewKernel(t, nil)
+	l := newTestLoader(t, k)
+	l.MaxInKernel = 1
+	release, err := l.takeSlot("holder", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var order []string
+	var wg sync.WaitGroup
+	for i, w := range []struct {
+		name     string
+		priority int
+	}{{"low", 0}, {"high", 5}, {"mid", 2}, {"high2", 5}, {"low2", 0}} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rel, err := l.takeSlot(w.name, w.priority)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			order = append(order, w.name)
+			mu.Unlock()
+			rel()
+		}()
+		// Arrive one after the other.
+		for waiting := 0; waiting < i+1; time.Sleep(time.Millisecond) {
+			l.slotMu.Lock()
+			waiting = len(l.slotWait)
+			l.slotMu.Unlock()
+		}
+	}
+	release()
+	wg.Wait()
+	if got := strings.Join(order, " "); got != "high high2 mid low low2" {
+		t.Errorf("order %s", got)
+	}
+	if l.slotsUsed != 0 || len(l.slotWait) != 0 {
+		t.Errorf("%d slots used, %d waiting after all released", l.slotsUsed, len(l.slotWait))
+	}
+}
+
 func TestInstallCommands(t *testing.T) {
 	dir := loadertest.ModuleTree(t, nil, []string{"m"})
 	k := loadertest.NewKernel(t, nil)

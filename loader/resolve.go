@@ -57,6 +57,9 @@ type Step struct {
 	// a soft post-dependency the module it follows. Steps without such a
 	// relation may load in parallel.
 	After []int
+	// Priority orders this load among those waiting for room in the
+	// kernel (Loader.MaxInKernel): higher first, then first come.
+	Priority int
 }
 
 // Resolver answers what libkmod would load for a name or alias, from one

@@ -136,6 +136,10 @@ func runStatus(ctx context.Context, env *cliEnv, args []string) int {
 	l := st.Loads
 	fmt.Fprintf(env.stdout, "loads      loaded %d, failed %d, deduplicated %d, already live %d, waited %d, in flight %d, in the kernel %d, refused %d\n",
 		l.Loaded, l.Failed, l.Deduplicated, l.AlreadyLive, l.Waited, l.InFlight, l.InKernel, st.Refused)
+	if sl := st.Static; sl != nil {
+		fmt.Fprintf(env.stdout, "static     listed %d, done %d (all %v): live %d, skipped %d, missing %d, failed %d\n",
+			sl.Listed, sl.Entries, sl.Done, sl.Live, sl.Skipped, sl.Missing, sl.Failed)
+	}
 	m := st.Memory
 	fmt.Fprintf(env.stdout, "memory     resident %d KiB (peak %d: anonymous %d, files %d, shmem %d), %d threads; Go heap %d KiB in use, %d free, %d released; stacks %d KiB; %d GC cycles (%.2f s CPU)\n",
 		m.RSSKiB, m.PeakRSSKiB, m.AnonKiB, m.FileKiB, m.ShmemKiB, m.Threads, m.HeapObjects>>10, m.HeapFree>>10, m.HeapReleased>>10, m.Stacks>>10, m.GCCycles, m.GCCPUSeconds)

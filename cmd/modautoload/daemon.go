@@ -21,20 +21,24 @@ import (
 	"github.com/modautoload/modautoload/daemon"
 	"github.com/modautoload/modautoload/loader"
 	"github.com/modautoload/modautoload/loader/index"
+	"github.com/modautoload/modautoload/loader/modlist"
 	"github.com/modautoload/modautoload/loader/modprobed"
 	"github.com/modautoload/modautoload/rules"
 	"github.com/modautoload/modautoload/uevent"
 )
 
-const daemonHelp = `daemon [--coldplug] [--control PATH] [--rcvbuf BYTES] [--jobs N] [--dry-run]
+const daemonHelp = `daemon [--coldplug] [--static [--initrd]] [--control PATH] [--rcvbuf BYTES] [--jobs N] [--dry-run]
        [--exit-when-idle D] [--ready-fd N] [--rules PATH]... [--prometheus-file PATH]
        [-d DIR] [-S VERSION] [-C PATH]...
 
 Listens for kernel uevents and loads the modules their MODALIAS (or event
 rules) name, each module once, in dependency order, reporting a load done
 only when the module is live. --coldplug first handles every device
-present. The control socket serves settle, status and the modprobe helper.
-SIGHUP reloads rules, modprobe.d and the module indexes; SIGTERM stops.
+present. --static loads the static lists at start, beside coldplug (the
+lists and their rules are those of load-static; settle waits for them and
+status counts them). The control socket serves settle, status and the
+modprobe helper. SIGHUP reloads rules, modprobe.d and the module indexes;
+SIGTERM stops.
 
 --prometheus-file PATH keeps PATH in the Prometheus text format (what
 status --prometheus prints) for node_exporter's textfile collector: written
@@ -57,6 +61,8 @@ func runDaemon(ctx context.Context, env *cliEnv, args []string) int {
 		mods         moduleOptions
 		logOpts      logOptions
 		coldplug     bool
+		static       bool
+		initrd       bool
 		dryRun       bool
 		control      = daemon.DefaultControl
 		rcvbuf       = uevent.DefaultReadBuffer
@@ -71,6 +77,8 @@ func runDaemon(ctx context.Context, env *cliEnv, args []string) int {
 		promInterval = "15s"
 	)
 	s.boolVar(&coldplug, 0, "coldplug", "handle every device present at start")
+	s.boolVar(&static, 0, "static", "load modules-load.d, /etc/modules and modules_load= at start, beside coldplug")
+	s.boolVar(&initrd, 0, "initrd", "with --static: read rd.modules_load= too, as in an initramfs")
 	s.boolVar(&dryRun, 0, "dry-run", "log what would load; load nothing")
 	s.stringVar(&control, 0, "control", "PATH", "control socket (default "+daemon.DefaultControl+")")
 	s.intVar(&rcvbuf, 0, "rcvbuf", "BYTES", "uevent socket receive buffer (default 128 MiB)")
@@ -154,6 +162,12 @@ func runDaemon(ctx context.Context, env *cliEnv, args []string) int {
 		return 1
 	}
 	defer live.Close()
+	var staticList []modlist.Entry
+	var kernelBlacklist []string
+	if static {
+		list, kbl, _ := readLists(log, nil, initrd, false)
+		staticList, kernelBlacklist = list.Entries, kbl
+	}
 	var ruleSet atomic.Pointer[rules.EventRules]
 	ruleSet.Store(loadRules(rulePaths, log))
 
@@ -187,6 +201,7 @@ func runDaemon(ctx context.Context, env *cliEnv, args []string) int {
 		Rules:    ruleSet.Load,
 		Jobs:     jobs,
 		Coldplug: coldplug, DryRun: dryRun, ExitWhenIdle: idle, StartSeqnum: startSeq,
+		Static: staticList, StaticKernelBlacklist: kernelBlacklist,
 		Ready: func() {
 			notifyReady(readyFD, log)
 			log.Info().Int("rcvbuf", granted).Str("control", control).Int("jobs", jobs).Msg("ready")

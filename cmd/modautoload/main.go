@@ -26,12 +26,13 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"monitor":  {"print kernel uevents as they arrive", runMonitor},
-	"resolve":  {"print what loading an alias or module would do, without loading", runResolve},
-	"modprobe": {"load or unload modules like kmod's modprobe (also as a link named modprobe)", runModprobe},
-	"daemon":   {"load modules for devices as the kernel announces them", runDaemon},
-	"settle":   {"wait until the daemon has handled every uevent and no load is in flight", runSettle},
-	"status":   {"print the daemon's counters and module states", runStatus},
+	"monitor":     {"print kernel uevents as they arrive", runMonitor},
+	"resolve":     {"print what loading an alias or module would do, without loading", runResolve},
+	"modprobe":    {"load or unload modules like kmod's modprobe (also as a link named modprobe)", runModprobe},
+	"daemon":      {"load modules for devices as the kernel announces them", runDaemon},
+	"load-static": {"load the modules of modules-load.d, /etc/modules and modules_load=, side by side", runLoadStatic},
+	"settle":      {"wait until the daemon has handled every uevent and no load is in flight", runSettle},
+	"status":      {"print the daemon's counters and module states", runStatus},
 }
 
 // cliEnv carries the process's streams so subcommands can be tested.
@@ -104,7 +105,7 @@ func usage(w io.Writer) {
 	}
 	sort.Strings(names)
 	for _, name := range names {
-		fmt.Fprintf(w, "  %-10s %s\n", name, commands[name].summary)
+		fmt.Fprintf(w, "  %-12s %s\n", name, commands[name].summary)
 	}
 	fmt.Fprintf(w, "\nmodautoload --version prints the version; modautoload COMMAND -h describes a command.\n")
 }

@@ -359,7 +359,7 @@ func manOptions(t *testing.T) map[string][]string {
 		case strings.HasPrefix(l, ".SH "):
 			section, command = strings.Trim(l[4:], `"`), ""
 		case strings.HasPrefix(l, ".SS ") && section == "COMMANDS":
-			command = strings.Trim(l[4:], `"`)
+			command = strings.ReplaceAll(strings.Trim(l[4:], `"`), `\-`, "-")
 			out[command] = []string{}
 		case l == ".TP" && command != "" && i+1 < len(lines):
 			if m := manTag.FindStringSubmatch(lines[i+1]); m != nil {

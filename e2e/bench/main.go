@@ -9,10 +9,13 @@
 // hotplug's time goes: the kernel's probing, the agent's reaction to the
 // uevent, the kernel's load.
 //
-//	go run ./e2e/bench [-rounds N] [-out DIR] [-only udevd,kmod,mdev,modautoload]
+//	go run ./e2e/bench [-rounds N] [-out DIR] [-only udevd,kmod,mdev,modautoload,static-...]
 //
 // It prints a Markdown report and writes it to DIR/bench.md, with a bar
-// chart in DIR/bench.svg and each guest's console in DIR/bench-logs. Rounds are
+// chart in DIR/bench.svg and each guest's console in DIR/bench-logs. Then
+// the static-list benchmark (static.go) loads 40 listed modules with
+// kmod's modprobe, systemd-modules-load and modautoload load-static, into
+// DIR/static.md; -only static-modautoload,... runs only it. Rounds are
 // interleaved (every approach once, then again) so that drift of the host
 // spreads over all approaches.
 package main
@@ -41,7 +44,7 @@ import (
 func main() {
 	rounds := flag.Int("rounds", 5, "guests booted per approach")
 	out := flag.String("out", ".", "directory for bench.md, bench.svg and bench-logs/")
-	only := flag.String("only", "", "comma-separated parts to run (udevd, kmod, mdev, modautoload, helper); default all")
+	only := flag.String("only", "", "comma-separated parts to run (udevd, kmod, mdev, modautoload, helper; static-kmod, static-kmod-a, static-systemd, static-modautoload); default all")
 	flag.Parse()
 	if *rounds < 1 || flag.NArg() > 0 {
 		flag.Usage()
@@ -57,7 +60,31 @@ func main() {
 	}
 }
 
+// bench runs the coldplug and hotplug benchmark, then the static-list
+// one; -only with approaches of one of them runs that one.
 func bench(ctx context.Context, rounds int, out, only string) error {
+	var cold, static []string
+	if only != "" {
+		for _, id := range strings.Split(only, ",") {
+			if strings.HasPrefix(id, "static-") {
+				static = append(static, id)
+			} else {
+				cold = append(cold, id)
+			}
+		}
+	}
+	if only == "" || len(cold) > 0 {
+		if err := benchColdplug(ctx, rounds, out, strings.Join(cold, ",")); err != nil {
+			return err
+		}
+	}
+	if only == "" || len(static) > 0 {
+		return benchStatic(ctx, rounds, out, static)
+	}
+	return nil
+}
+
+func benchColdplug(ctx context.Context, rounds int, out, only string) error {
 	start := time.Now()
 	if err := e2e.Prepare(); err != nil {
 		return err
@@ -198,6 +225,7 @@ func hasCommand(usage []byte, cmd string) bool {
 // env is the context a report states.
 type env struct {
 	host, hostKernel, qemu, kernel, udev, kmod, busybox, date string
+	systemd                                                   string
 	cores, rounds                                             int
 	wall, waited                                              time.Duration // waited: for other people's guests
 }
@@ -244,6 +272,7 @@ func describe(ctx context.Context, kernel, udev string, rounds int, wall, waited
 		udev:       udev,
 		kmod:       firstLine("kmod", "--version"),
 		busybox:    strings.TrimSuffix(firstLine("/bin/busybox"), " multi-call binary."),
+		systemd:    firstLine(systemdModulesLoad, "--version"),
 		date:       time.Now().UTC().Format("2006-01-02 15:04 UTC"),
 		rounds:     rounds,
 		wall:       wall,
