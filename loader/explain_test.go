@@ -2,6 +2,7 @@ package loader
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -121,6 +122,26 @@ func TestLoadErrorOptionsOfUnknownSource(t *testing.T) {
 	for _, want := range []string{`"x=1"`, "modprobe.d options lines, the kernel command line, the caller"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("%q does not say %s", msg, want)
+		}
+	}
+}
+
+// The errors a load really returns carry the explanation, the module's
+// own EEXIST (reported once the module is seen gone) included.
+func TestLoadExplainsKernelAnswer(t *testing.T) {
+	for _, tc := range []struct {
+		errno syscall.Errno
+		cause string
+	}{
+		{unix.ENOEXEC, "built for another kernel"},
+		{unix.EEXIST, "conflicts with a module or driver loaded before"},
+	} {
+		dir := loadertest.ModuleTree(t, nil, []string{"m"})
+		k := loadertest.NewKernel(t, map[string]loadertest.Module{"m": {Fail: tc.errno}})
+		l := newTestLoader(t, k)
+		err := l.ensure(t.Context(), step(dir, "m"), false)
+		if !errors.Is(err, tc.errno) || !strings.Contains(fmt.Sprint(err), tc.cause) {
+			t.Errorf("%s: got %v, want the errno and %q", unix.ErrnoName(tc.errno), err, tc.cause)
 		}
 	}
 }
