@@ -44,12 +44,18 @@ var ErrNotLive = errors.New("not live within the live timeout")
 // become live: its init failed in another loader, which sends no uevent.
 var ErrGone = errors.New("module went away while loading (its init failed)")
 
-// LoadError is a failed load of one module, with the errno by name.
+// LoadError is a failed load of one module, with the errno by name and,
+// for the kernel's answers to a load, what it means.
 type LoadError struct {
 	Module string
 	Path   string // "" for install commands and waits
 	Op     string // finit_module, init_module, install, wait
 	Err    error
+	// Options are the parameters handed to the kernel, and OptionsFrom
+	// where they came from, for finit_module and init_module: a refused
+	// parameter is named with its source.
+	Options     string
+	OptionsFrom []string
 }
 
 func (e *LoadError) Error() string {
@@ -57,6 +63,9 @@ func (e *LoadError) Error() string {
 	name := ""
 	if errors.As(e.Err, &errno) {
 		name = " (" + unix.ErrnoName(errno) + ")"
+	}
+	if why := explainLoad(e); why != "" {
+		name += ": " + why
 	}
 	if e.Path != "" {
 		return fmt.Sprintf("%s %s (%s): %v%s", e.Op, e.Module, e.Path, e.Err, name)
@@ -560,12 +569,12 @@ func (l *Loader) insert(s Step, f *os.File) error {
 			return &LoadError{Module: s.Name, Path: s.Path, Op: "decompress", Err: derr}
 		}
 		if err = l.Kernel.InitModule(image, s.Options); err != nil {
-			return &LoadError{Module: s.Name, Path: s.Path, Op: "init_module", Err: err}
+			return &LoadError{Module: s.Name, Path: s.Path, Op: "init_module", Err: err, Options: s.Options, OptionsFrom: s.OptionsFrom}
 		}
 		return nil
 	}
 	if err != nil {
-		return &LoadError{Module: s.Name, Path: s.Path, Op: "finit_module", Err: err}
+		return &LoadError{Module: s.Name, Path: s.Path, Op: "finit_module", Err: err, Options: s.Options, OptionsFrom: s.OptionsFrom}
 	}
 	return nil
 }

@@ -19,6 +19,9 @@ type ResolveOptions struct {
 	// Params are extra options for the named module (modprobe NAME
 	// PARAM=VALUE...).
 	Params string
+	// ParamsFrom names where Params came from, for error messages
+	// ("FILE:LINE" of a static list); "" means the caller.
+	ParamsFrom string
 	// IgnoreInstall plans the module itself even if it has an install
 	// command (modprobe -i).
 	IgnoreInstall bool
@@ -65,7 +68,7 @@ func (r *Resolver) Resolve(name string, o ResolveOptions) ([]Planned, error) {
 		case o.Allowed != nil && !o.Allowed(m.Name):
 			p.Refused = true
 		default:
-			p.Steps, p.Err = r.Plan(m, o.Params, o.IgnoreInstall)
+			p.Steps, p.Err = r.Plan(m, o.Params, o.ParamsFrom, o.IgnoreInstall)
 		}
 		out = append(out, p)
 	}

@@ -1,6 +1,7 @@
 package loader
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -46,6 +47,9 @@ type Step struct {
 	Path    string // absolute path of the module file; "" when built in or unknown
 	Builtin bool
 	Options string // module parameters, as libkmod builds them
+	// OptionsFrom says where Options came from ("FILE:LINE", "kernel
+	// command line", the caller), so a refused parameter can be traced.
+	OptionsFrom []string
 	// Install is a modprobe.d install command to run with /bin/sh -c
 	// instead of loading the module ($CMDLINE_OPTS not yet substituted).
 	Install    string
@@ -169,7 +173,8 @@ func (r *Resolver) Blacklisted(m *Module) bool { return r.Config.Blacklisted(m.N
 // planned once, which also ends dependency cycles. extra is appended to m's
 // own options (modprobe's command-line parameters); ignoreInstall skips
 // m's install command (modprobe -i).
-func (r *Resolver) Plan(m *Module, extra string, ignoreInstall bool) ([]Step, error) {
+// extraFrom names where extra came from; "" means the caller.
+func (r *Resolver) Plan(m *Module, extra, extraFrom string, ignoreInstall bool) ([]Step, error) {
 	p := planner{r: r, visited: map[string]bool{}, required: map[string]bool{}, ignoreCmd: map[string]bool{}, after: map[int][]int{}}
 	if err := p.visit(m, true, ignoreInstall); err != nil {
 		return nil, err
@@ -182,6 +187,9 @@ func (r *Resolver) Plan(m *Module, extra string, ignoreInstall bool) ([]Step, er
 		}
 		if x == m {
 			s.Options = concatOptions(s.Options, extra)
+			if extra != "" {
+				s.OptionsFrom = append(s.OptionsFrom, cmp.Or(extraFrom, "the caller"))
+			}
 		}
 		s.After = p.after[i]
 		// A module waits for its own dependencies, wherever they stand
@@ -213,7 +221,8 @@ func concatOptions(opts, extra string) string {
 }
 
 func (r *Resolver) step(m *Module, required, ignoreCmd bool) (Step, error) {
-	s := Step{Name: m.Name, Required: required, Options: r.Config.OptionsVia(m.Name, m.Alias)}
+	s := Step{Name: m.Name, Required: required, Options: r.Config.OptionsVia(m.Name, m.Alias),
+		OptionsFrom: r.Config.OptionSources(m.Name, m.Alias)}
 	e, err := r.DB.lookupDep(m.Name)
 	if err != nil {
 		return s, err

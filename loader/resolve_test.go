@@ -181,7 +181,7 @@ func TestPlanExtraOptions(t *testing.T) {
 		t.Fatal(mods, err)
 	}
 	for _, tc := range []struct{ extra, want string }{{"", "IntMode=1 "}, {"a=b", "IntMode=1 a=b"}} {
-		steps, err := r.Plan(mods[0], tc.extra, false)
+		steps, err := r.Plan(mods[0], tc.extra, "", false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -277,7 +277,7 @@ func TestPlanAfter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	steps, err := r.Plan(mods[0], "", false)
+	steps, err := r.Plan(mods[0], "", "", false)
 	if err != nil {
 		t.Fatal(err)
 	}

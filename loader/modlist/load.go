@@ -3,6 +3,7 @@ package modlist
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"slices"
 	"sync"
@@ -167,7 +168,8 @@ func (c *Loading) resolveAll(entries []Entry) ([][]loader.Planned, []error) {
 	errs := make([]error, len(entries))
 	weight := map[string]int{}
 	for i, e := range entries {
-		plans[i], errs[i] = c.Resolve(e.Name, loader.ResolveOptions{UseBlacklist: true, Params: e.Params, Allowed: c.Allowed})
+		plans[i], errs[i] = c.Resolve(e.Name, loader.ResolveOptions{UseBlacklist: true, Params: e.Params,
+			ParamsFrom: fmt.Sprintf("%s:%d", e.File, e.Line), Allowed: c.Allowed})
 		steps := map[string]string{} // the plan's modules and their files
 		for _, p := range plans[i] {
 			for _, s := range p.Steps {

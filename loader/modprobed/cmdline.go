@@ -106,5 +106,5 @@ func (c *Config) cmdlineWord(module, param string) {
 		return
 	}
 	c.ModuleOptions = append(c.ModuleOptions,
-		Option{Module: m, Options: strings.ReplaceAll(param, "\t", " ")})
+		Option{Module: m, Options: strings.ReplaceAll(param, "\t", " "), Source: cmdlineFile})
 }

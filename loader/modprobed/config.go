@@ -2,6 +2,7 @@ package modprobed
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/modautoload/modautoload/internal/fnmatch"
 )
@@ -17,6 +18,9 @@ type Alias struct {
 type Option struct {
 	Module  string // a module name or an alias pattern, matched exactly
 	Options string // the rest of the line as written, tabs turned into spaces
+	// Source is where it was written, "FILE:LINE" or "kernel command
+	// line", so a parameter the kernel refuses can be traced back.
+	Source string
 }
 
 // Command is one "install" or "remove" line.
@@ -121,6 +125,21 @@ func (c *Config) OptionsVia(module, alias string) string {
 		out = append(out, o.Options...)
 	}
 	return string(out)
+}
+
+// OptionSources returns where the options OptionsVia joins come from, in
+// the same order; several words of the kernel command line are named once.
+func (c *Config) OptionSources(module, alias string) []string {
+	var out []string
+	for _, o := range c.ModuleOptions {
+		if o.Module != module && (alias == "" || o.Module != alias) || o.Options == "" {
+			continue
+		}
+		if !slices.Contains(out, o.Source) {
+			out = append(out, o.Source)
+		}
+	}
+	return out
 }
 
 // Install returns the install command for module: the first install line

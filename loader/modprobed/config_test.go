@@ -35,6 +35,27 @@ func TestOptions(t *testing.T) {
 	}
 }
 
+// OptionSources names where each options line OptionsVia joins was
+// written, in the same order, the kernel command line once.
+func TestOptionSources(t *testing.T) {
+	c := parsed("options m a=1\noptions m b=2\noptions other x=1\nalias al* m\noptions al* via=alias\n")
+	c.parse("u.conf", []byte("# comment\noptions m u=1\n"))
+	c.addCmdline("m.c=3 other.y=2 m.e=5")
+	tests := []struct {
+		module, alias string
+		want          []string
+	}{
+		{"m", "", []string{"t.conf:1", "t.conf:2", "u.conf:2", "kernel command line"}},
+		{"m", "al*", []string{"t.conf:1", "t.conf:2", "t.conf:5", "u.conf:2", "kernel command line"}},
+		{"x", "", nil},
+	}
+	for _, tt := range tests {
+		if got := c.OptionSources(tt.module, tt.alias); !slices.Equal(got, tt.want) {
+			t.Errorf("OptionSources(%q, %q) = %q, want %q", tt.module, tt.alias, got, tt.want)
+		}
+	}
+}
+
 func TestOptionsSkipsEmpty(t *testing.T) {
 	// "m." on the kernel command line adds an empty option.
 	c := &Config{}

@@ -21,7 +21,7 @@ func (c *Config) parse(file string, data []byte) {
 		if cmd == "" {
 			return
 		}
-		if msg := c.directive(cmd, rest); msg != "" {
+		if msg := c.directive(cmd, rest, file, num); msg != "" {
 			c.problem(file, num, msg)
 		}
 	})
@@ -29,8 +29,8 @@ func (c *Config) parse(file string, data []byte) {
 
 // directive applies one line and returns what was wrong with it, or "".
 // Extra words after "alias PATTERN MODULE" and "blacklist MODULE" are
-// ignored, as by libkmod.
-func (c *Config) directive(cmd, rest string) string {
+// ignored, as by libkmod. file and num are kept with options lines.
+func (c *Config) directive(cmd, rest, file string, num int) string {
 	switch cmd {
 	case "alias":
 		pattern, rest := field(rest)
@@ -63,7 +63,7 @@ func (c *Config) directive(cmd, rest string) string {
 		if !ok {
 			return cmd + ": unbalanced [ ] in " + quoteWords(module)
 		}
-		c.add(cmd, m, args)
+		c.add(cmd, m, args, file, num)
 	case "include", "config":
 		// module-init-tools directives that kmod refuses to parse.
 		return cmd + ": no longer supported, line ignored"
@@ -76,11 +76,11 @@ func (c *Config) directive(cmd, rest string) string {
 // add stores one directive that takes the rest of the line. args is the raw
 // rest after the single separator that ended the module name: extra leading
 // blanks stay part of it, as libkmod's strtok_r(NULL, "") leaves them.
-func (c *Config) add(cmd, module, args string) {
+func (c *Config) add(cmd, module, args, file string, num int) {
 	switch cmd {
 	case "options":
 		c.ModuleOptions = append(c.ModuleOptions,
-			Option{Module: module, Options: strings.ReplaceAll(args, "\t", " ")})
+			Option{Module: module, Options: strings.ReplaceAll(args, "\t", " "), Source: fmt.Sprintf("%s:%d", file, num)})
 	case "install":
 		c.InstallCommands = append(c.InstallCommands, Command{Module: module, Command: args})
 	case "remove":
