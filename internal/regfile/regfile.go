@@ -7,8 +7,11 @@ package regfile
 import (
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // Open opens path for reading, refusing anything but a regular file.
@@ -46,4 +49,16 @@ func Read(path string, max int64) ([]byte, error) {
 		return nil, &os.PathError{Op: "read", Path: path, Err: fmt.Errorf("larger than %d bytes, not read", max)}
 	}
 	return data, nil
+}
+
+// IsDevNull reports whether path is (or links to) /dev/null, the
+// character device 1:3: how configuration directories mask a file.
+func IsDevNull(path string) bool {
+	st, err := os.Stat(path)
+	if err != nil || st.Mode()&fs.ModeCharDevice == 0 {
+		return false
+	}
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	// Rdev is 32 bits wide on some architectures (mips).
+	return ok && uint64(sys.Rdev) == unix.Mkdev(1, 3)
 }

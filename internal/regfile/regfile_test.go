@@ -39,3 +39,20 @@ func TestReadBound(t *testing.T) {
 		t.Errorf("Read past the bound: %v", err)
 	}
 }
+
+func TestIsDevNull(t *testing.T) {
+	dir := t.TempDir()
+	link := filepath.Join(dir, "masked.conf")
+	if err := os.Symlink("/dev/null", link); err != nil {
+		t.Fatal(err)
+	}
+	plain := filepath.Join(dir, "plain.conf")
+	if err := os.WriteFile(plain, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]bool{"/dev/null": true, link: true, plain: false, "/dev/zero": false, filepath.Join(dir, "missing"): false} {
+		if got := IsDevNull(path); got != want {
+			t.Errorf("IsDevNull(%s) = %v, want %v", path, got, want)
+		}
+	}
+}

@@ -10,8 +10,6 @@ import (
 	"strings"
 	"syscall"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/modautoload/modautoload/internal/regfile"
 )
 
@@ -288,10 +286,8 @@ func isEtcModules(path, etcModules string) bool {
 // readFile reads one list file. A missing file is nothing to read, unless
 // it was named on the command line; a link to /dev/null masks.
 func (r *reader) readFile(path string, form Form, missingOK bool) {
-	if st, err := os.Stat(path); err == nil && st.Mode()&fs.ModeCharDevice != 0 {
-		if sys, ok := st.Sys().(*syscall.Stat_t); ok && sys.Rdev == unix.Mkdev(1, 3) {
-			return
-		}
+	if regfile.IsDevNull(path) {
+		return
 	}
 	data, err := regfile.Read(path, maxFile)
 	if err != nil {

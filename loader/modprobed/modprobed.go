@@ -7,10 +7,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"syscall"
 
 	"github.com/modautoload/modautoload/internal/regfile"
-	"golang.org/x/sys/unix"
 )
 
 // DefaultDirs returns the modprobe.d directories libkmod reads when no
@@ -169,10 +167,8 @@ func (c *Config) problem(file string, line int, msg string) {
 // -C /dev/null) masks by being empty, as libkmod reads it; any other
 // non-regular file is refused without blocking on it.
 func readConfigFile(path string) ([]byte, error) {
-	if st, err := os.Stat(path); err == nil && st.Mode()&fs.ModeCharDevice != 0 {
-		if sys, ok := st.Sys().(*syscall.Stat_t); ok && uint64(sys.Rdev) == unix.Mkdev(1, 3) {
-			return nil, nil
-		}
+	if regfile.IsDevNull(path) {
+		return nil, nil
 	}
 	return regfile.Read(path, maxConfigFile)
 }
