@@ -58,13 +58,17 @@ unit:
 # qemu-i386 cannot run Go's 386 binaries and not every host kernel runs
 # them). qemu-arm leaves a fault's address out of the signal context, so
 # the test of a mapping cut short under a lookup runs in the armhf guest.
+# What cannot run in a cross build: the comparisons with glibc's fnmatch
+# need cgo, and the whole Debian tree comes with index-real; both run
+# natively in unit and index-real.
+CROSS_SKIP := ^TestReal|Glibc$$|^FuzzMatch$$
 CROSS_TEST_PKGS := ./loader/index ./uevent ./rules ./internal/fnmatch ./internal/regfile ./cmd/modautoload
 cross: build-all
 	GOARCH=386 $(GO) vet ./...
 	GOARCH=arm GOARM=7 $(GO) vet ./...
 	GOARCH=mipsle GOMIPS=softfloat $(GO) vet ./...
-	GOARCH=arm GOARM=7 $(GO) test -count=1 -exec qemu-arm -skip '^TestTruncatedWhileMapped$$' $(CROSS_TEST_PKGS)
-	GOARCH=mipsle GOMIPS=softfloat $(GO) test -count=1 -exec qemu-mipsel $(CROSS_TEST_PKGS)
+	GOARCH=arm GOARM=7 $(GO) test -count=1 -exec qemu-arm -skip '^TestTruncatedWhileMapped$$|$(CROSS_SKIP)' $(CROSS_TEST_PKGS)
+	GOARCH=mipsle GOMIPS=softfloat $(GO) test -count=1 -exec qemu-mipsel -skip '$(CROSS_SKIP)' $(CROSS_TEST_PKGS)
 
 # go test fuzzes one target per run; each gets FUZZTIME.
 FUZZ_TARGETS := uevent:FuzzParse loader/modprobed:FuzzParse loader/modprobed:FuzzCmdline rules:FuzzEventRules \
