@@ -8,7 +8,7 @@ FUZZTIME  ?= 300000x
 .PHONY: build build-all cross deps test unit fuzz e2e index-real bench bench-resolve demo vet clean
 
 # Debian packages the tests, the demo and the benchmark need.
-DEB_PKGS := qemu-system-x86 qemu-system-arm qemu-user busybox-static cpio kmod xz-utils gcc libc6-dev libkmod-dev e2fsprogs systemd make
+DEB_PKGS := qemu-system-x86 qemu-system-arm qemu-user busybox-static cpio kmod xz-utils zstd gcc libc6-dev libkmod-dev e2fsprogs systemd make
 
 # Where build puts the binary, and install and deb take it from.
 BIN       ?= bin/modautoload
@@ -72,7 +72,7 @@ cross: build-all
 
 # go test fuzzes one target per run; each gets FUZZTIME.
 FUZZ_TARGETS := uevent:FuzzParse loader/modprobed:FuzzParse loader/modprobed:FuzzCmdline rules:FuzzEventRules \
-	loader/index:FuzzTrie loader/index:FuzzText loader:FuzzXZ internal/fnmatch:FuzzMatch \
+	loader/index:FuzzTrie loader/index:FuzzText loader:FuzzXZ loader:FuzzZstd internal/fnmatch:FuzzMatch \
 	loader/modlist:FuzzParse loader/modlist:FuzzCmdline
 
 # Each run starts from the committed seeds, and FUZZTIME counts inputs, not

@@ -9,8 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-
-	"github.com/klauspost/compress/zstd"
 )
 
 // compression names as /sys/module/compression spells them.
@@ -80,12 +78,14 @@ func decompress(f *os.File, comp string) ([]byte, error) {
 		}
 		return image, nil
 	case compZstd:
-		zr, err := zstd.NewReader(f, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(maxModuleSize))
+		data, err := io.ReadAll(io.LimitReader(f, maxModuleSize+1))
 		if err != nil {
 			return nil, err
 		}
-		defer zr.Close()
-		r = zr
+		if len(data) > maxModuleSize {
+			return nil, fmt.Errorf("zstd: compressed module larger than %d bytes", maxModuleSize)
+		}
+		return decompressZstd(data, maxModuleSize)
 	default:
 		return nil, fmt.Errorf("unknown compression %q", comp)
 	}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
 	"golang.org/x/sys/unix"
 
@@ -474,6 +475,19 @@ func TestCompressedModules(t *testing.T) {
 	if string(k.Image("zmod")) != "zmod" {
 		t.Errorf("init_module got %q", k.Image("zmod"))
 	}
+
+	// The same for zstd, decoded by loader/zstd.go.
+	enc, _ := zstd.NewWriter(nil)
+	os.WriteFile(path, enc.EncodeAll([]byte("zmod"), nil), 0o644)
+	enc.Close()
+	kz := loadertest.NewKernel(t, nil)
+	if err := newTestLoader(t, kz).ensure(context.Background(), step(dir, "zmod"), false); err != nil {
+		t.Fatal(err)
+	}
+	if string(kz.Image("zmod")) != "zmod" {
+		t.Errorf("zstd: init_module got %q", kz.Image("zmod"))
+	}
+	os.WriteFile(path, buf.Bytes(), 0o644)
 
 	// The kernel decompresses xz itself: hand it the file, flagged.
 	k2 := loadertest.NewKernel(t, nil)
