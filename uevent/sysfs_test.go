@@ -111,6 +111,30 @@ func TestWalkSkipsUnreadableWithinBudget(t *testing.T) {
 	}
 }
 
+// A tree deeper than any device path is read to the bound, the rest
+// counted as skipped: each level holds a directory open.
+func TestWalkDepthBounded(t *testing.T) {
+	root := t.TempDir()
+	dir := filepath.Join(root, "devices")
+	for range maxWalkDepth + 10 {
+		dir = filepath.Join(dir, "d")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "uevent"), []byte("DRIVER=x\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w := Walker{Root: root}
+	n := 0
+	if err := w.Walk(func(Event) error { n++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if n != maxWalkDepth || w.Skipped != 1 || !strings.Contains(w.Errors[0].Error(), "deeper than") {
+		t.Errorf("%d devices, %d skipped (%v); want %d and 1", n, w.Skipped, w.Errors, maxWalkDepth)
+	}
+}
+
 func TestWalkMissingRoot(t *testing.T) {
 	w := Walker{Root: filepath.Join(t.TempDir(), "nope")}
 	if err := w.Walk(func(Event) error { return nil }); !errors.Is(err, os.ErrNotExist) {
@@ -142,4 +166,21 @@ func TestWalkRealSysfs(t *testing.T) {
 		t.Fatal("no device found in /sys/devices")
 	}
 	t.Logf("%d devices, %d with MODALIAS, %d skipped", devices, withModalias, w.Skipped)
+}
+
+// BenchmarkWalkRealSysfs: the coldplug walk of the host's sysfs, the
+// allocations per walk being what the daemon's collector pays at boot.
+func BenchmarkWalkRealSysfs(b *testing.B) {
+	if _, err := os.Stat("/sys/devices"); err != nil {
+		b.Skip("no sysfs mounted")
+	}
+	devices := 0
+	for b.Loop() {
+		w := Walker{}
+		devices = 0
+		if err := w.Walk(func(Event) error { devices++; return nil }); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(devices), "devices")
 }
