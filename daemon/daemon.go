@@ -221,7 +221,10 @@ func (d *Daemon) idleLocked() bool {
 
 // read takes events off the socket as fast as it can, so the kernel's
 // buffer does not overflow: module events wake loader waiters, everything
-// else is queued for the workers.
+// else is queued for the workers. A module event is queued too when a rule
+// loads something for it, after the loader has seen it: the rule's load
+// then runs on a worker, through the loader like any other, so it never
+// delays a live notification and never loads a module twice.
 func (d *Daemon) read(ctx context.Context) error {
 	overrun := func() {
 		d.cfg.Log.Warn().Msg("resyncing from sysfs")
@@ -234,6 +237,9 @@ func (d *Daemon) read(ctx context.Context) error {
 		}
 		if name, ok := strings.CutPrefix(ev.DevPath, "/module/"); ok && ev.Subsystem == "module" {
 			d.cfg.Loader.ModuleEvent(name)
+			if d.cfg.Rules().LoadsOnModuleEvent(&ev) {
+				d.enqueue(ev, false)
+			}
 		} else {
 			d.enqueue(ev, false)
 		}
