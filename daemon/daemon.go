@@ -325,7 +325,8 @@ func (d *Daemon) requestResync() {
 	d.mu.Unlock()
 }
 
-// scan queues an "add" for every device in sysfs. Coldplug reads sysfs
+// scan queues an "add" for every device in sysfs, and for every module
+// a rule loads on (scanModules). Coldplug reads sysfs
 // rather than writing "add" to every uevent file (udevadm trigger): the
 // kernel would broadcast those to every listener (a udevd beside us, the
 // initramfs's next init), and a storm of them is what overflows socket
@@ -342,11 +343,16 @@ func (d *Daemon) scan(why string) {
 		d.enqueue(ev, true)
 		return nil
 	})
+	modules, merr := d.scanModules()
+	if merr != nil {
+		d.cfg.Log.Warn().Err(merr).Str("scan", why).Msg("cannot list the modules in sysfs for the module event rules")
+	}
 	ev := d.cfg.Log.Info()
 	if err != nil {
 		ev = d.cfg.Log.Error().Err(err)
 	}
-	ev.Str("scan", why).Int("devices", n).Int("skipped", w.Skipped).Dur("took_ms", time.Since(start)).Msg("sysfs scanned")
+	ev.Str("scan", why).Int("devices", n).Int("skipped", w.Skipped).Int("module_events", modules).
+		Dur("took_ms", time.Since(start)).Msg("sysfs scanned")
 	d.mu.Lock()
 	// Whatever the kernel announced before the scan is covered by it.
 	d.lastSeq = max(d.lastSeq, seq)

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,32 +15,38 @@ import (
 
 // announcingKernel is the fake kernel sending add@/module/NAME once a
 // module it loaded is live, as Linux 5.11+ does (before finit_module
-// returns to the loader).
+// returns to the loader). It sends once the rig is ready: coldplug may
+// load before newRig returns.
 type announcingKernel struct {
 	*loadertest.Kernel
-	rig **rig
+	rig   **rig
+	ready <-chan struct{}
 }
 
 func (k announcingKernel) FinitModule(f *os.File, params string, flags int) error {
 	err := k.Kernel.FinitModule(f, params, flags)
 	if err == nil {
+		<-k.ready
 		(*k.rig).sendEvent("add", "/module/"+index.ModuleName(f.Name()), "module", "")
 	}
 	return err
 }
 
 // newAnnouncingRig is newRig whose kernel announces the modules it
-// loads; setup, if set, changes the fake kernel's modules first.
-func newAnnouncingRig(t *testing.T, rulesText string, setup func(*loadertest.Kernel)) *rig {
+// loads; setup, if set, changes the configuration and the fake kernel
+// first.
+func newAnnouncingRig(t *testing.T, rulesText string, setup func(*Config, *loadertest.Kernel)) *rig {
 	var r *rig
+	ready := make(chan struct{})
 	r = newRig(t, rulesText, func(c *Config, k *loadertest.Kernel) {
 		if setup != nil {
-			setup(k)
+			setup(c, k)
 		}
-		ld := loader.NewLoader(announcingKernel{k, &r}, k.Sysfs)
+		ld := loader.NewLoader(announcingKernel{k, &r, ready}, k.Sysfs)
 		ld.LiveTimeout = 5 * time.Second
 		c.Loader = ld
 	})
+	close(ready)
 	return r
 }
 
@@ -90,7 +97,7 @@ func TestModuleEventRuleStuckHoldsNothingElse(t *testing.T) {
 	release := make(chan struct{})
 	r := newAnnouncingRig(t, `SUBSYSTEM=="module", KERNEL=="a", LOAD="outer"
 SUBSYSTEM=="module", KERNEL=="b", LOAD="outer"
-`, func(k *loadertest.Kernel) {
+`, func(_ *Config, k *loadertest.Kernel) {
 		k.SetModule("outer", loadertest.Module{During: func() { <-release }})
 	})
 	released := false
@@ -138,8 +145,63 @@ SUBSYSTEM=="module", KERNEL=="outer", LOAD="a"
 	if st.Handled != 3 || st.Events.Received != 3 {
 		t.Errorf("handled %d of %d events, want 3 of 3", st.Handled, st.Events.Received)
 	}
-	// a from its own event and from outer's.
-	if st.Loads.Loaded != 2 || st.Loads.AlreadyLive != 2 {
-		t.Errorf("loads %+v, want 2 loaded and 2 already live", st.Loads)
+	// a asked for from its own event and from outer's: live, or its
+	// first load still returning from the kernel.
+	if st.Loads.Loaded != 2 || st.Loads.AlreadyLive+st.Loads.Deduplicated != 2 {
+		t.Errorf("loads %+v, want 2 loaded and 2 answered without loading", st.Loads)
+	}
+}
+
+// Coldplug and a resync give the rules an add for each module present, as
+// udev's coldplug does: a module live before the daemon started, or whose
+// event was lost, still gets its rules.
+func TestModuleEventRulesColdplugAndResync(t *testing.T) {
+	r := newAnnouncingRig(t, `ACTION=="add", SUBSYSTEM=="module", KERNEL=="a", LOAD="outer"
+ACTION=="add", SUBSYSTEM=="module", KERNEL=="b", LOAD="slow"
+`, func(c *Config, k *loadertest.Kernel) {
+		c.Coldplug = true
+		// Loaded before the daemon started, by someone else.
+		if err := k.Load("a"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	r.settle()
+	if got := strings.Join(r.kernel.Calls(), " "); got != "a outer" {
+		t.Errorf("kernel saw %s, want a (before the daemon) then outer (a's rule at coldplug)", got)
+	}
+	// b went live and its event was lost with others (ENOBUFS).
+	if err := r.kernel.Load("b"); err != nil {
+		t.Fatal(err)
+	}
+	r.src.Overrun()
+	r.settle()
+	if !r.live("slow") || r.kernel.CallsOf("slow") != 1 {
+		t.Errorf("b's rule after the resync: slow live %v, %d loads; want live, 1", r.live("slow"), r.kernel.CallsOf("slow"))
+	}
+	if st := r.d.Status(); st.Resyncs != 1 || r.kernel.CallsOf("outer") != 1 {
+		t.Errorf("%d resyncs, outer handed over %d times; want 1 and 1", st.Resyncs, r.kernel.CallsOf("outer"))
+	}
+}
+
+// Without rules for module events, a scan does not even list the modules.
+func TestModuleScanOnlyForModuleRules(t *testing.T) {
+	list := func(rulesText string) (int, error) {
+		r := newRig(t, rulesText, func(c *Config, k *loadertest.Kernel) {
+			// Not a directory: listing it fails.
+			dir := filepath.Join(k.Sysfs, "module")
+			if err := os.Remove(dir); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(dir, nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		})
+		return r.d.scanModules()
+	}
+	if n, err := list(`SUBSYSTEM=="module", SKIP`); n != 0 || err != nil {
+		t.Errorf("scanModules without module rules: %d queued, %v", n, err)
+	}
+	if _, err := list(`SUBSYSTEM=="module", LOAD="a"`); err == nil {
+		t.Error("scanModules with a module rule did not list the modules")
 	}
 }

@@ -159,6 +159,12 @@ func (r *EventRules) Decide(ev *uevent.Event) Decision {
 // ACTION@/module/NAME, sent when a module goes live (add) or is removed.
 const moduleSubsystem = "module"
 
+// HasModuleEventRules reports whether some rule may load on a module
+// event, so a caller can skip looking for module events when none does.
+func (r *EventRules) HasModuleEventRules() bool {
+	return r != nil && len(r.moduleRules) > 0
+}
+
 // LoadsOnModuleEvent reports whether Decide would load something for ev,
 // a module event. It tries only the rules that can match SUBSYSTEM
 // "module" and load (usually none or one), so the daemon's reader can ask

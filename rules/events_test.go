@@ -204,8 +204,9 @@ func TestEventRulesLoadsOnModuleEvent(t *testing.T) {
 		if len(r.Problems) > 0 {
 			t.Fatalf("%s: %v", tt.rules, r.Problems)
 		}
-		if len(r.moduleRules) != tt.candidates {
-			t.Errorf("%s: %d rules tried on module events, want %d", tt.rules, len(r.moduleRules), tt.candidates)
+		if len(r.moduleRules) != tt.candidates || r.HasModuleEventRules() != (tt.candidates > 0) {
+			t.Errorf("%s: %d rules tried on module events (HasModuleEventRules %v), want %d",
+				tt.rules, len(r.moduleRules), r.HasModuleEventRules(), tt.candidates)
 		}
 		for i, ev := range []*uevent.Event{events["module"], removed, other} {
 			want := strings.IndexByte(tt.loads, "prs"[i]) >= 0
@@ -218,7 +219,7 @@ func TestEventRulesLoadsOnModuleEvent(t *testing.T) {
 		}
 	}
 	var none *EventRules
-	if none.LoadsOnModuleEvent(events["module"]) || evRules(`LOAD="x"`).LoadsOnModuleEvent(nil) {
+	if none.LoadsOnModuleEvent(events["module"]) || none.HasModuleEventRules() || evRules(`LOAD="x"`).LoadsOnModuleEvent(nil) {
 		t.Error("nil rules or a nil event load something")
 	}
 }
