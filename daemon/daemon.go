@@ -221,7 +221,10 @@ func (d *Daemon) idleLocked() bool {
 
 // read takes events off the socket as fast as it can, so the kernel's
 // buffer does not overflow: module events wake loader waiters, everything
-// else is queued for the workers.
+// else is queued for the workers. A module event is queued too when a rule
+// loads something for it, after the loader has seen it: the rule's load
+// then runs on a worker, through the loader like any other, so it never
+// delays a live notification and never loads a module twice.
 func (d *Daemon) read(ctx context.Context) error {
 	overrun := func() {
 		d.cfg.Log.Warn().Msg("resyncing from sysfs")
@@ -234,6 +237,9 @@ func (d *Daemon) read(ctx context.Context) error {
 		}
 		if name, ok := strings.CutPrefix(ev.DevPath, "/module/"); ok && ev.Subsystem == "module" {
 			d.cfg.Loader.ModuleEvent(name)
+			if d.cfg.Rules().LoadsOnModuleEvent(&ev) {
+				d.enqueue(ev, false)
+			}
 		} else {
 			d.enqueue(ev, false)
 		}
@@ -319,7 +325,8 @@ func (d *Daemon) requestResync() {
 	d.mu.Unlock()
 }
 
-// scan queues an "add" for every device in sysfs. Coldplug reads sysfs
+// scan queues an "add" for every device in sysfs, and for every module
+// a rule loads on (scanModules). Coldplug reads sysfs
 // rather than writing "add" to every uevent file (udevadm trigger): the
 // kernel would broadcast those to every listener (a udevd beside us, the
 // initramfs's next init), and a storm of them is what overflows socket
@@ -336,11 +343,16 @@ func (d *Daemon) scan(why string) {
 		d.enqueue(ev, true)
 		return nil
 	})
+	modules, merr := d.scanModules()
+	if merr != nil {
+		d.cfg.Log.Warn().Err(merr).Str("scan", why).Msg("cannot list the modules in sysfs for the module event rules")
+	}
 	ev := d.cfg.Log.Info()
 	if err != nil {
 		ev = d.cfg.Log.Error().Err(err)
 	}
-	ev.Str("scan", why).Int("devices", n).Int("skipped", w.Skipped).Dur("took_ms", time.Since(start)).Msg("sysfs scanned")
+	ev.Str("scan", why).Int("devices", n).Int("skipped", w.Skipped).Int("module_events", modules).
+		Dur("took_ms", time.Since(start)).Msg("sysfs scanned")
 	d.mu.Lock()
 	// Whatever the kernel announced before the scan is covered by it.
 	d.lastSeq = max(d.lastSeq, seq)

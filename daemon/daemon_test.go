@@ -84,7 +84,7 @@ func newRig(t *testing.T, rulesText string, mutate func(*Config, *loadertest.Ker
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &rig{t: t, src: src, kernel: k, d: d, ld: ld, done: make(chan error, 1), cancel: cancel}
+	r := &rig{t: t, src: src, kernel: k, d: d, ld: cfg.Loader, done: make(chan error, 1), cancel: cancel}
 	go func() { r.done <- d.Run(ctx) }()
 	t.Cleanup(func() { r.stop() })
 	return r
@@ -105,11 +105,18 @@ func (r *rig) stop() error {
 
 // send queues a kernel event and moves the fake kernel's seqnum with it.
 func (r *rig) send(action, devpath, modalias string) {
+	r.sendEvent(action, devpath, "test", modalias)
+}
+
+// sendEvent is send for any subsystem. Senders on several goroutines (a
+// test and the kernel announcing modules) take turns, so the seqnum file
+// never goes back, as the kernel's does not.
+func (r *rig) sendEvent(action, devpath, subsystem, modalias string) {
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.seq++
 	seq := r.seq
-	r.mu.Unlock()
-	msg := fmt.Sprintf("%s@%s\x00ACTION=%s\x00DEVPATH=%s\x00SUBSYSTEM=test\x00SEQNUM=%d\x00", action, devpath, action, devpath, seq)
+	msg := fmt.Sprintf("%s@%s\x00ACTION=%s\x00DEVPATH=%s\x00SUBSYSTEM=%s\x00SEQNUM=%d\x00", action, devpath, action, devpath, subsystem, seq)
 	if modalias != "" {
 		msg += "MODALIAS=" + modalias + "\x00"
 	}

@@ -41,7 +41,7 @@ type statusJSON struct {
 	Dropped uint64
 	Refused uint64
 	Loads   struct {
-		Loaded, Failed, Deduplicated uint64
+		Loaded, Failed, Deduplicated, Waited uint64
 	}
 	Modules map[string]struct {
 		State, Err string
@@ -316,23 +316,56 @@ forge --devpath /devices/virtual/x --modalias pci:v000010ECd00008139sv00001AF4sd
 
 // TestDaemonRules: a skip rule and allow-list mode hold against real
 // events; a rule file with errors is reported with file:line and the
-// defaults still work.
+// defaults still work. Module events reach the rules: virtio_rng going
+// live at coldplug loads loop, loop and virtio_rng loading each other
+// ends, each handed to the kernel once, and dummy, live before the daemon
+// started, gets its rule from coldplug's scan of /sys/module.
 func TestDaemonRules(t *testing.T) {
 	Require(t)
 	skip := File{Guest: "/etc/modautoload/rules.d/10-skip.rules", Data: []byte(`# e1000 stays out
 SUBSYSTEM=="pci", ENV{MODALIAS}=="pci:v00008086d0000100E*", SKIP
 `)}
 	broken := File{Guest: "/etc/modautoload/rules.d/20-broken.rules", Data: []byte("SUBSYSTEM=\"pci\", SKIP\nthis is not a rule\n")}
+	modules := File{Guest: "/etc/modautoload/rules.d/30-modules.rules", Data: []byte(`ACTION=="add", SUBSYSTEM=="module", KERNEL=="virtio_rng", LOAD="loop"
+ACTION=="add", SUBSYSTEM=="module", DEVPATH=="/module/loop", LOAD="virtio_rng loop"
+ACTION=="add", SUBSYSTEM=="module", KERNEL=="dummy", LOAD="tun"
+`)}
 	devices := []string{"e1000,netdev=n0", "virtio-rng-pci", "virtio-balloon-pci"}
 	qargs := []string{"-netdev", "user,id=n0,restrict=on"}
 	res := Boot(t.Context(), t, Scenario{
-		Files: append(daemonFiles(t), skip, broken), Devices: devices, QEMUArgs: qargs,
-		Script: startDaemon("--coldplug") + settleAndReport + daemonLog,
+		Files: append(daemonFiles(t), skip, broken, modules), Devices: devices, QEMUArgs: qargs,
+		Script: helperSetup + `
+modautoload modprobe dummy
+` + traceSetup + startDaemon("--coldplug") + settleAndReport + `
+echo "E2E:FINIT $(count 'sys_finit_module(')"
+echo "E2E:LOADS $(count ' module_load: ')"
+echo "E2E:LOOP_LOADS $(count ' module_load: loop')"
+echo "E2E:RNG_LOADS $(count ' module_load: virtio_rng')"
+` + daemonLog,
 	})
 	mods := strings.Join(res.Lines("MODULE"), " ")
 	if strings.Contains(" "+mods+" ", " e1000 ") {
 		t.Error("the skip rule did not keep e1000 out")
 	}
+	if res.Value("SETTLE_RC") != "0" {
+		t.Errorf("settle exited %q with rules that load each other", res.Value("SETTLE_RC"))
+	}
+	for _, m := range []string{"virtio_rng", "loop", "dummy", "tun"} {
+		if !strings.Contains(" "+mods+" ", " "+m+" ") {
+			t.Errorf("%s not loaded: module event rules did not apply (modules: %s)", m, mods)
+		}
+	}
+	st := daemonStatus(t, res)
+	finit, _ := strconv.Atoi(res.Value("FINIT"))
+	loads, _ := strconv.Atoi(res.Value("LOADS"))
+	// module_load fires once load_module has passed the duplicate check
+	// (inits that fail included): a second finit_module for a module
+	// shows as a call without it, and as a load the daemon waited for.
+	if res.Value("LOOP_LOADS") != "1" || res.Value("RNG_LOADS") != "1" || finit == 0 || finit != loads || st.Loads.Waited != 0 {
+		t.Errorf("loop loaded %s times, virtio_rng %s; %d finit_module calls for %d loads, %d waited for; want 1, 1, one load per call, none waited",
+			res.Value("LOOP_LOADS"), res.Value("RNG_LOADS"), finit, loads, st.Loads.Waited)
+	}
+	t.Logf("module event rules: loop and tun live, %d finit_module calls, %d loads, %d failed, %d deduplicated", finit, loads, st.Loads.Failed, st.Loads.Deduplicated)
 	if !strings.Contains(mods, "virtio_rng") || !strings.Contains(mods, "virtio_pci") {
 		t.Errorf("defaults did not load virtio modules beside a broken rule file: %s", mods)
 	}

@@ -578,7 +578,8 @@ echo "command_args=$command_args supervisor=$supervisor retry=$retry extra=$extr
 // /etc/udev/rules.d it masks udev's file of that name, the one with
 // RUN{builtin}+="kmod load" in Debian's udev 252), and
 // dist/rules.d/80-drivers.rules, udev's special cases as event rules, parses
-// cleanly and loads what udev's rules load.
+// cleanly and loads what udev's rules load, ppdev after parport_pc's module
+// event included.
 func TestDistRules(t *testing.T) {
 	mask, err := os.ReadFile(distPath(t, "udev/80-drivers.rules"))
 	if err != nil {
@@ -619,6 +620,9 @@ func TestDistRules(t *testing.T) {
 		{ev("add", "scsi", "/devices/pci0000:00/0000:00:1f.2/host0/target0:0:0", "", "DEVTYPE", "scsi_target"), "", false},
 		{ev("remove", "memstick", "/devices/pci0000:00/0000:00:1e.0/memstick0/memstick0:0", ""), "", false},
 		{ev("add", "pci", "/devices/pci0000:00/0000:00:03.0", "pci:v00008086d0000100Esv00001AF4sd00001100bc02sc00i00"), "", true},
+		{ev("add", "module", "/module/parport_pc", ""), "ppdev", false},
+		{ev("remove", "module", "/module/parport_pc", ""), "", false},
+		{ev("add", "module", "/module/parport", ""), "", false},
 	} {
 		d := rs.Decide(c.ev)
 		if got := strings.Join(d.Modules, " "); got != c.modules || d.LoadModalias != c.modalias {

@@ -38,6 +38,8 @@
 //	ACTION          the action of the event: add, remove, change, bind, ...
 //	SUBSYSTEM       the SUBSYSTEM property
 //	DEVPATH         the device path, below /sys
+//	KERNEL          the device's kernel name: the last component of
+//	                DEVPATH, '!' read as '/' (udev's KERNEL)
 //	DRIVER          the DRIVER property
 //	MODALIAS        the MODALIAS property, trailing newlines removed
 //	ENV{NAME}       any property of the event (ENV{MODALIAS} is the raw value)
@@ -56,6 +58,24 @@
 //
 // Every rule needs at least one action clause; it may have no match clause,
 // and then applies to every event.
+//
+// # Module events
+//
+// The kernel sends add@/module/NAME when a module has gone live and
+// remove@/module/NAME when it is unloaded: SUBSYSTEM is "module", DEVPATH
+// "/module/NAME", KERNEL the module's name, and there is no MODALIAS. They
+// reach the rules like device events, so a module can load another, as
+// udev's 80-drivers.rules does for parallel ports:
+//
+//	ACTION=="add", SUBSYSTEM=="module", KERNEL=="parport_pc", LOAD="ppdev"
+//
+// A rule with no SUBSYSTEM clause sees module events too. The daemon first
+// notes that the module is live, then applies the rules; their loads wait
+// their turn like any other, and a module already live or loading is not
+// loaded again, so rules that load a module from its own event, or two
+// modules from each other's, end. Coldplug and a resync after lost events
+// apply the rules to an add for every module in /sys/module, as udev's
+// coldplug does, built-in modules with parameters included.
 //
 // # Allow-list
 //

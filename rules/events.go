@@ -70,6 +70,9 @@ type EventRules struct {
 
 	rules     []eventRule
 	allowMode bool
+	// moduleRules indexes the rules that may load on a module event: a
+	// LOAD action and no SUBSYSTEM clause that rules out "module".
+	moduleRules []int
 }
 
 // Decision is what the rules say about one event.
@@ -152,6 +155,32 @@ func (r *EventRules) Decide(ev *uevent.Event) Decision {
 	return d
 }
 
+// moduleSubsystem is the SUBSYSTEM of the kernel's module events,
+// ACTION@/module/NAME, sent when a module goes live (add) or is removed.
+const moduleSubsystem = "module"
+
+// HasModuleEventRules reports whether some rule may load on a module
+// event, so a caller can skip looking for module events when none does.
+func (r *EventRules) HasModuleEventRules() bool {
+	return r != nil && len(r.moduleRules) > 0
+}
+
+// LoadsOnModuleEvent reports whether Decide would load something for ev,
+// a module event. It tries only the rules that can match SUBSYSTEM
+// "module" and load (usually none or one), so the daemon's reader can ask
+// it for every module event and queue only those that have work to do.
+func (r *EventRules) LoadsOnModuleEvent(ev *uevent.Event) bool {
+	if r == nil || ev == nil {
+		return false
+	}
+	for _, i := range r.moduleRules {
+		if r.matches(&r.rules[i], ev) {
+			return true
+		}
+	}
+	return false
+}
+
 // AllowListed reports whether allow-list mode is on: some ALLOW line was
 // read, or something that may have been one was skipped (see EventRules).
 // Allow may then be empty, and nothing is allowed.
@@ -184,6 +213,7 @@ const (
 	fieldAction matchField = iota
 	fieldSubsystem
 	fieldDevPath
+	fieldKernel
 	fieldDriver
 	fieldModalias
 	fieldEnv
@@ -226,6 +256,8 @@ func (r *EventRules) matches(rule *eventRule, ev *uevent.Event) bool {
 			v = ev.Subsystem
 		case fieldDevPath:
 			v = ev.DevPath
+		case fieldKernel:
+			v = kernelName(ev.DevPath)
 		case fieldDriver:
 			v = ev.Driver
 		case fieldModalias:
@@ -234,6 +266,31 @@ func (r *EventRules) matches(rule *eventRule, ev *uevent.Event) bool {
 			v, _ = ev.Get(m.env)
 		}
 		if fnmatch.Match(m.pattern, v) == m.negate {
+			return false
+		}
+	}
+	return true
+}
+
+// kernelName is udev's KERNEL, the device's sysname: the last component
+// of the devpath, '!' read as '/' (block devices such as cciss!c0d0).
+func kernelName(devpath string) string {
+	return strings.ReplaceAll(devpath[strings.LastIndexByte(devpath, '/')+1:], "!", "/")
+}
+
+// mayLoadOnModuleEvent reports whether the rule loads something and none
+// of its SUBSYSTEM clauses rules out a module event; the other clauses are
+// left to LoadsOnModuleEvent.
+func (rule *eventRule) mayLoadOnModuleEvent() bool {
+	loads := false
+	for _, a := range rule.actions {
+		loads = loads || a.kind == actionLoad
+	}
+	if !loads {
+		return false
+	}
+	for _, m := range rule.matches {
+		if m.field == fieldSubsystem && fnmatch.Match(m.pattern, moduleSubsystem) == m.negate {
 			return false
 		}
 	}
@@ -402,6 +459,9 @@ func (p *fileParser) line(line string, num int) {
 	if len(rule.actions) == 0 {
 		p.skip(line, num, "rule has no action (LOAD, SKIP or LOAD_MODALIAS)")
 		return
+	}
+	if rule.mayLoadOnModuleEvent() {
+		p.r.moduleRules = append(p.r.moduleRules, len(p.r.rules))
 	}
 	p.r.rules = append(p.r.rules, rule)
 	p.entries++
@@ -642,6 +702,7 @@ var matchFields = map[string]matchField{
 	"ACTION":    fieldAction,
 	"SUBSYSTEM": fieldSubsystem,
 	"DEVPATH":   fieldDevPath,
+	"KERNEL":    fieldKernel,
 	"DRIVER":    fieldDriver,
 	"MODALIAS":  fieldModalias,
 	"ENV":       fieldEnv,

@@ -85,6 +85,8 @@ func testEvents(t testing.TB) map[string]*uevent.Event {
 			"SUBSYSTEM=usb", "MODALIAS=usb:v046Dp0825d0010dcEFdsc02dp01ic01isc01ip00in00"),
 		"memstick": uev(t, "add@/devices/pci0000:00/0000:00:1e.0/memstick0", "SUBSYSTEM=memstick"),
 		"cpu":      uev(t, "add@/devices/system/cpu/cpu0", "SUBSYSTEM=cpu", "MODALIAS=cpu:type:x86,ven0000fam0006mod003A:feature:,0000\n"),
+		"module":   uev(t, "add@/module/parport_pc", "SUBSYSTEM=module", "SEQNUM=11"),
+		"cciss":    uev(t, "add@/devices/pci0000:00/0000:00:03.0/cciss0/block/cciss!c0d0", "SUBSYSTEM=block"),
 	}
 }
 
@@ -148,6 +150,14 @@ func TestEventRulesGrammar(t *testing.T) {
 		{"within a rule, in order", "SKIP, LOAD_MODALIAS", "usb", Decision{LoadModalias: true}},
 		{"within a rule, reversed", "LOAD_MODALIAS, SKIP", "usb", Decision{}},
 		{"ALLOW does not change decisions", "ALLOW=\"nothing\"", "usb", Decision{LoadModalias: true}},
+		{"KERNEL is the devpath's last component", `KERNEL=="1-1:1.?", LOAD="x"`, "usb", Decision{LoadModalias: true, Modules: []string{"x"}}},
+		{"KERNEL no match", `KERNEL=="1-1", LOAD="x"`, "usb", Decision{LoadModalias: true}},
+		{"KERNEL reads ! as /", `KERNEL=="cciss/c0d0", LOAD="x"`, "cciss", Decision{Modules: []string{"x"}}},
+		{"KERNEL of a module event", `ACTION=="add", SUBSYSTEM=="module", KERNEL=="parport_pc", LOAD="ppdev"`, "module", Decision{Modules: []string{"ppdev"}}},
+		{"KERNEL of another module", `SUBSYSTEM=="module", KERNEL=="parport_serial", LOAD="ppdev"`, "module", Decision{}},
+		{"DEVPATH of a module event", `SUBSYSTEM=="module", DEVPATH=="/module/parport_*", LOAD="ppdev"`, "module", Decision{Modules: []string{"ppdev"}}},
+		{"a rule without SUBSYSTEM sees module events", `ACTION=="add", LOAD="x"`, "module", Decision{Modules: []string{"x"}}},
+		{"a module event has no MODALIAS to load", `LOAD_MODALIAS`, "module", Decision{}},
 	}
 	events := testEvents(t)
 	for _, tt := range tests {
@@ -160,6 +170,57 @@ func TestEventRulesGrammar(t *testing.T) {
 				t.Errorf("%s\non %s: got %+v, want %+v", tt.rules, tt.event, got, tt.want)
 			}
 		})
+	}
+}
+
+// LoadsOnModuleEvent is Decide's answer, "loads something", for every
+// rule set that can load on a module event, while trying only those rules.
+func TestEventRulesLoadsOnModuleEvent(t *testing.T) {
+	events := testEvents(t)
+	removed := uev(t, "remove@/module/parport_pc", "SUBSYSTEM=module")
+	other := uev(t, "add@/module/snd", "SUBSYSTEM=module")
+	tests := []struct {
+		rules      string
+		candidates int    // rules tried on a module event
+		loads      string // the events that load: p for add@/module/parport_pc, r for its remove, s for add@/module/snd
+	}{
+		{"", 0, ""},
+		{`ACTION=="add", SUBSYSTEM=="module", KERNEL=="parport_pc", LOAD="ppdev"`, 1, "p"},
+		{`SUBSYSTEM=="mod*", DEVPATH=="/module/parport_pc", LOAD="ppdev"`, 1, "pr"},
+		{`ACTION=="remove", SUBSYSTEM=="module", LOAD="x"`, 1, "r"},
+		{`SUBSYSTEM!="pci", KERNEL=="snd", LOAD="x"`, 1, "s"},
+		{`ACTION=="add", LOAD="x"`, 1, "ps"},
+		{`ENV{SUBSYSTEM}=="pci", LOAD="x"`, 1, ""},
+		// Never tried: they cannot load on a module event.
+		{`SUBSYSTEM=="module", SKIP`, 0, ""},
+		{`SUBSYSTEM=="module", LOAD_MODALIAS`, 0, ""},
+		{`SUBSYSTEM=="pci", LOAD="x"`, 0, ""},
+		{`SUBSYSTEM!="module", LOAD="x"`, 0, ""},
+		{`SUBSYSTEM=="module", SUBSYSTEM!="m*", LOAD="x"`, 0, ""},
+		{"SUBSYSTEM==\"memstick\", LOAD=\"a\"\nSUBSYSTEM==\"module\", KERNEL==\"snd\", LOAD=\"b\"\nSKIP", 1, "s"},
+	}
+	for _, tt := range tests {
+		r := evRules(tt.rules)
+		if len(r.Problems) > 0 {
+			t.Fatalf("%s: %v", tt.rules, r.Problems)
+		}
+		if len(r.moduleRules) != tt.candidates || r.HasModuleEventRules() != (tt.candidates > 0) {
+			t.Errorf("%s: %d rules tried on module events (HasModuleEventRules %v), want %d",
+				tt.rules, len(r.moduleRules), r.HasModuleEventRules(), tt.candidates)
+		}
+		for i, ev := range []*uevent.Event{events["module"], removed, other} {
+			want := strings.IndexByte(tt.loads, "prs"[i]) >= 0
+			if got := r.LoadsOnModuleEvent(ev); got != want {
+				t.Errorf("%s\non %s@%s: LoadsOnModuleEvent %v, want %v", tt.rules, ev.Action, ev.DevPath, got, want)
+			}
+			if d := r.Decide(ev); (len(d.Modules) > 0) != want {
+				t.Errorf("%s\non %s@%s: Decide %+v disagrees", tt.rules, ev.Action, ev.DevPath, d)
+			}
+		}
+	}
+	var none *EventRules
+	if none.LoadsOnModuleEvent(events["module"]) || none.HasModuleEventRules() || evRules(`LOAD="x"`).LoadsOnModuleEvent(nil) {
+		t.Error("nil rules or a nil event load something")
 	}
 }
 
@@ -687,6 +748,9 @@ func FuzzEventRules(f *testing.F) {
 			d := r.Decide(ev)
 			if d.LoadModalias && ev.Modalias == "" {
 				t.Fatalf("LoadModalias without a MODALIAS: %+v", d)
+			}
+			if ev.Subsystem == "module" && r.LoadsOnModuleEvent(ev) != (len(d.Modules) > 0) {
+				t.Fatalf("LoadsOnModuleEvent disagrees with Decide %+v", d)
 			}
 			seen := map[string]bool{}
 			for _, m := range d.Modules {
