@@ -3,6 +3,7 @@ package loader
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"strings"
 	"syscall"
 
@@ -14,6 +15,10 @@ import (
 // known meaning. kmod's modprobe shows only the errno; what to do about it
 // (rebuild, sign, check a parameter) is what the user needs.
 func explainLoad(e *LoadError) string {
+	if e.Op == "open" && errors.Is(e.Err, fs.ErrNotExist) {
+		return "the file modules.dep names is missing: the module tree changed after depmod ran " +
+			"(a package half installed or removed); reinstall the kernel's modules or run depmod"
+	}
 	if e.Op != "finit_module" && e.Op != "init_module" {
 		return ""
 	}
