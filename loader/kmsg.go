@@ -28,7 +28,7 @@ type KernelLog interface {
 // hundreds of symbols writes hundreds of lines, of which the first say
 // enough.
 const (
-	kmsgMaxRecords   = 1 << 14 // records read per failure; the ring holds a few thousand
+	kmsgMaxReads     = 1 << 14 // reads per failure (a record each); the ring holds a few thousand
 	kmsgMaxLines     = 8       // lines kept
 	kmsgMaxLineBytes = 240     // of each line
 	kmsgBufSize      = 8 << 10 // one read; the kernel refuses (EINVAL) a buffer smaller than a record
@@ -125,40 +125,38 @@ func kernelLinesFrom(r io.Reader, module string, since time.Duration) ([]string,
 	return lines, err
 }
 
-// scanKmsg calls visit for each well-formed record read from r, at most
-// kmsgMaxRecords. A read of /dev/kmsg returns one whole record; a file
-// (tests, a saved log) may return any part of its text, so records are
-// split at line ends, continuation lines (a leading space: the record's
-// dictionary) skipped, and a line longer than the buffer dropped.
+// scanKmsg calls visit for each well-formed record read from r, in at
+// most kmsgMaxReads reads. A read of /dev/kmsg returns one whole record; a
+// file (tests, a saved log) may return any part of its text, so records
+// are split at line ends, continuation lines (a leading space: the
+// record's dictionary) skipped, and a line longer than the buffer dropped.
 func scanKmsg(r io.Reader, visit func(kmsgRecord)) error {
 	buf := make([]byte, kmsgBufSize)
 	held := 0         // bytes of an unfinished line at the start of buf
 	dropping := false // inside a line too long for buf
-	for records := 0; records < kmsgMaxRecords; {
+	for range kmsgMaxReads {
 		n, err := r.Read(buf[held:])
 		if errors.Is(err, unix.EPIPE) {
 			continue // the reader's position moved to the oldest record kept
 		}
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
 		if err != nil {
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
 			return err
 		}
 		data := buf[:held+n]
 		for {
-			nl := bytes.IndexByte(data, '\n')
-			if nl < 0 {
+			line, rest, ok := bytes.Cut(data, []byte{'\n'})
+			if !ok {
 				break
 			}
-			line := data[:nl]
-			data = data[nl+1:]
+			data = rest
 			if dropping {
 				dropping = false
 				continue
 			}
-			if rec, ok := parseKmsgLine(line); ok && records < kmsgMaxRecords {
-				records++
+			if rec, ok := parseKmsgLine(line); ok {
 				visit(rec)
 			}
 		}

@@ -166,8 +166,10 @@ func (k *kernelWithLog) KernelLines(module string, since time.Duration) []string
 // A refused load carries the kernel's lines into its error, its state
 // (status) and the Failed report; a successful one reads no log.
 func TestLoadAttachesKernelLines(t *testing.T) {
-	dir := loadertest.ModuleTree(t, nil, []string{"m", "ok"})
-	k := &kernelWithLog{Kernel: loadertest.NewKernel(t, map[string]loadertest.Module{"m": {Fail: unix.ENOENT}, "ok": {}})}
+	dir := loadertest.ModuleTree(t, nil, []string{"m", "ok", "conflict"})
+	k := &kernelWithLog{Kernel: loadertest.NewKernel(t, map[string]loadertest.Module{
+		"m": {Fail: unix.ENOENT}, "ok": {}, "conflict": {Fail: unix.EEXIST},
+	})}
 	l := NewLoader(k, k.Sysfs)
 	l.LiveTimeout = 5 * time.Second
 	t.Cleanup(func() { l.Shutdown(context.Background()) })
@@ -196,5 +198,40 @@ func TestLoadAttachesKernelLines(t *testing.T) {
 	}
 	if len(k.since) != 1 {
 		t.Errorf("the log was read %d times, want only for the failure", len(k.since))
+	}
+
+	// The module's own EEXIST is reported once it is seen gone, with
+	// what the kernel said when it refused.
+	err = l.ensure(t.Context(), step(dir, "conflict"), false)
+	if !errors.Is(err, unix.EEXIST) || !strings.Contains(err.Error(), "the kernel said: conflict: Unknown symbol") {
+		t.Errorf("own EEXIST: got %v", err)
+	}
+}
+
+// endless is a log that never ends: the same record, or EPIPE, forever.
+type endless struct {
+	rec   string
+	reads int
+}
+
+func (e *endless) Read(p []byte) (int, error) {
+	e.reads++
+	if e.rec == "" {
+		return 0, unix.EPIPE
+	}
+	return copy(p, e.rec), nil
+}
+
+// A log written faster than it is read, or one that only ever says its
+// records were overwritten, is read a bounded number of times.
+func TestKernelLinesReadsBounded(t *testing.T) {
+	for _, e := range []*endless{{rec: "3,1,10,-;m: again and again\n"}, {}} {
+		lines, err := kernelLinesFrom(e, "m", 0)
+		if err != nil || e.reads != kmsgMaxReads {
+			t.Errorf("%q: %d reads, %v; want %d", e.rec, e.reads, err, kmsgMaxReads)
+		}
+		if e.rec != "" && strings.Join(lines, "|") != "m: again and again" {
+			t.Errorf("%q: got %q", e.rec, lines)
+		}
 	}
 }
