@@ -176,13 +176,13 @@ func TestLoadAttachesKernelLines(t *testing.T) {
 	var reported error
 	l.Failed = func(_ string, err error) { reported = err }
 
-	before := MonotonicNow()
+	before := KernelLogClock()
 	err := l.ensure(t.Context(), step(dir, "m"), false)
 	const said = "the kernel said: m: Unknown symbol frob (err -2)"
 	if !errors.Is(err, unix.ENOENT) || !strings.Contains(err.Error(), said) {
 		t.Errorf("got %v, want ENOENT and %q", err, said)
 	}
-	if len(k.since) != 1 || k.since[0] < before || k.since[0] > MonotonicNow() {
+	if len(k.since) != 1 || k.since[0] < before || k.since[0] > KernelLogClock() {
 		t.Errorf("log read from %v, want once from the load's start (after %v)", k.since, before)
 	}
 	if reported == nil || !strings.Contains(reported.Error(), said) {
