@@ -21,44 +21,28 @@ const foreignVermagic = "vermagic=5.10.0-30-amd64 SMP mod_unload modversions "
 // TestLoadFailureCauses: each kind of refused load is reported with its
 // cause, the explanation and the kernel's own line, in the one-shot
 // command's error output and, through the daemon, in its log and status:
-// a bad parameter from modprobe.d, a module built for another kernel, a
-// dependency's file removed (and a module whose modules.dep line lost
-// that dependency: the kernel names the unknown symbol), and
-// modules_disabled.
+// a bad parameter from modprobe.d, a module built for another kernel
+// (unsigned, and signed but altered), a dependency's file removed (and a
+// module whose modules.dep line lost that dependency: the kernel names
+// the unknown symbol), and modules_disabled.
 func TestLoadFailureCauses(t *testing.T) {
 	Require(t)
 	k := KernelFor(t)
-	const dummyPath = "kernel/drivers/net/dummy.ko"
-	ko, err := os.ReadFile(filepath.Join(k.ModulesDir(), dummyPath))
-	if err != nil {
-		t.Fatal(err)
-	}
-	own := []byte("vermagic=" + k.Version + " ")
-	at := bytes.Index(ko, own)
-	if at < 0 {
-		t.Fatalf("%s has no %q", dummyPath, own)
-	}
-	end := at + bytes.IndexByte(ko[at:], 0)
-	if end-at < len(foreignVermagic) {
-		t.Fatalf("%s: vermagic %q is shorter than the foreign one", dummyPath, ko[at:end])
-	}
-	// The same length, NUL-padded: the kernel skips NULs between
-	// .modinfo strings.
-	copy(ko[at:end], foreignVermagic+strings.Repeat("\x00", end-at-len(foreignVermagic)))
-	// A signature that no longer matches is refused (EKEYREJECTED) even
-	// where signatures are not required; another kernel's module is
-	// unsigned or signed with another key, which the kernel lets by.
-	ko, err = unsigned(ko)
-	if err != nil {
-		t.Fatalf("%s: %v", dummyPath, err)
-	}
+	const dummyPath, vethPath = "kernel/drivers/net/dummy.ko", "kernel/drivers/net/veth.ko"
+	// Another kernel's module is unsigned, or signed with another key,
+	// which the kernel lets by where signatures are not required; a
+	// signature that no longer matches is refused (EKEYREJECTED) even
+	// there.
+	foreign := rebuiltForAnotherKernel(t, k, dummyPath, false)
+	tampered := rebuiltForAnotherKernel(t, k, vethPath, true)
 
 	res := Boot(t.Context(), t, Scenario{
 		Files: append(daemonFiles(t),
 			File{Guest: "/etc/modprobe.d/e2e.conf", Data: []byte("options loop max_loop=abc\n")},
 			// In place of the real one: what a package built for another
 			// kernel leaves in the tree modules.dep describes.
-			File{Guest: "/lib/modules/" + k.Version + "/" + dummyPath, Data: ko},
+			File{Guest: "/lib/modules/" + k.Version + "/" + dummyPath, Data: foreign},
+			File{Guest: "/lib/modules/" + k.Version + "/" + vethPath, Data: tampered},
 		),
 		Timeout: 3 * time.Minute,
 		Script: `
@@ -77,6 +61,7 @@ try() {
 modautoload settle --timeout 60s; echo "E2E:SETTLE_RC $?"
 try loop PARAM
 try dummy VERMAGIC
+try veth SIGNATURE
 try xfrm_user MISSING
 try ah4 SYMBOL
 echo "E2E:STATUS $(modautoload status --json)"
@@ -104,17 +89,19 @@ try nlmon DISABLED
 	for _, c := range []struct {
 		key, module, failed string // failed: the module whose load failed (a dependency's)
 		says                []string
-		kernel              string // the kernel's line; "" when it says nothing
+		kernel              string // the kernel's line, if it says one
+		silent              bool   // the kernel cannot have said anything
 		daemon              bool
 	}{
 		{"PARAM", "loop", "loop", []string{"EINVAL", "max_loop=abc", "/etc/modprobe.d/e2e.conf:1"},
-			"loop: `abc' invalid for parameter `max_loop'", true},
+			"loop: `abc' invalid for parameter `max_loop'", false, true},
 		{"VERMAGIC", "dummy", "dummy", []string{"ENOEXEC", "built for another kernel"},
-			"dummy: version magic '5.10.0-30-amd64 SMP mod_unload modversions ' should be '" + k.Version + " SMP preempt", true},
-		{"MISSING", "xfrm_user", "xfrm_algo", []string{"ENOENT", "xfrm_algo.ko", "modules.dep names is missing"}, "", true},
-		{"SYMBOL", "ah4", "ah4", []string{"ENOENT", "unknown symbol"}, "ah4: Unknown symbol xfrm_", true},
-		{"VERMAGIC_DIRECT", "dummy", "dummy", []string{"ENOEXEC", "built for another kernel"}, "dummy: version magic '5.10.0-30-amd64", false},
-		{"DISABLED", "nlmon", "nlmon", []string{"EPERM", "modules_disabled"}, "", false},
+			"dummy: version magic '5.10.0-30-amd64 SMP mod_unload modversions ' should be '" + k.Version + " SMP preempt", false, true},
+		{"SIGNATURE", "veth", "veth", []string{"EKEYREJECTED", "signature was rejected"}, "", false, true},
+		{"MISSING", "xfrm_user", "xfrm_algo", []string{"ENOENT", "xfrm_algo.ko", "modules.dep names is missing"}, "", true, true},
+		{"SYMBOL", "ah4", "ah4", []string{"ENOENT", "unknown symbol"}, "ah4: Unknown symbol xfrm_", false, true},
+		{"VERMAGIC_DIRECT", "dummy", "dummy", []string{"ENOEXEC", "built for another kernel"}, "dummy: version magic '5.10.0-30-amd64", false, false},
+		{"DISABLED", "nlmon", "nlmon", []string{"EPERM", "modules_disabled"}, "", true, false},
 	} {
 		out := strings.Join(res.Lines("OUT_"+c.key), "\n")
 		t.Logf("%s: exit %s: %s", c.key, res.Value("RC_"+c.key), out)
@@ -130,7 +117,7 @@ try nlmon DISABLED
 				t.Errorf("%s: the error output does not say %q", c.key, w)
 			}
 		}
-		if c.kernel == "" && strings.Contains(out, "the kernel said") {
+		if c.silent && strings.Contains(out, "the kernel said") {
 			t.Errorf("%s: kernel lines attached where the kernel says nothing", c.key)
 		}
 		if !c.daemon {
@@ -175,4 +162,34 @@ func unsigned(ko []byte) ([]byte, error) {
 		return nil, fmt.Errorf("signature length %d beyond the file", sigLen)
 	}
 	return rest[:len(rest)-12-sigLen], nil
+}
+
+// rebuiltForAnotherKernel returns a copy of the module at path in k's tree
+// as if built for Debian 11's kernel: its vermagic rewritten in place (the
+// same length, NUL-padded: the kernel skips NULs between .modinfo
+// strings), its signature kept (no longer matching) or stripped.
+func rebuiltForAnotherKernel(t *testing.T, k *Kernel, path string, keepSignature bool) []byte {
+	t.Helper()
+	ko, err := os.ReadFile(filepath.Join(k.ModulesDir(), path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := []byte("vermagic=" + k.Version + " ")
+	at := bytes.Index(ko, own)
+	if at < 0 {
+		t.Fatalf("%s has no %q", path, own)
+	}
+	end := at + bytes.IndexByte(ko[at:], 0)
+	if end-at < len(foreignVermagic) {
+		t.Fatalf("%s: vermagic %q is shorter than the foreign one", path, ko[at:end])
+	}
+	copy(ko[at:end], foreignVermagic+strings.Repeat("\x00", end-at-len(foreignVermagic)))
+	if keepSignature {
+		return ko
+	}
+	ko, err = unsigned(ko)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return ko
 }
