@@ -3,6 +3,7 @@ package loader
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"strings"
 	"syscall"
 
@@ -14,6 +15,10 @@ import (
 // known meaning. kmod's modprobe shows only the errno; what to do about it
 // (rebuild, sign, check a parameter) is what the user needs.
 func explainLoad(e *LoadError) string {
+	if e.Op == "open" && errors.Is(e.Err, fs.ErrNotExist) {
+		return "the file modules.dep names is missing: the module tree changed after depmod ran " +
+			"(a package half installed or removed); reinstall the kernel's modules or run depmod"
+	}
 	if e.Op != "finit_module" && e.Op != "init_module" {
 		return ""
 	}
@@ -26,9 +31,10 @@ func explainLoad(e *LoadError) string {
 		return "the kernel does not accept this file as a module (bad format or vermagic mismatch): " +
 			"it was probably built for another kernel; install the build for the running kernel or rebuild it (dkms)"
 	case unix.EKEYREJECTED, unix.ENOKEY, unix.EBADMSG:
-		return "the module's signature was rejected: the kernel takes only signed modules (Secure Boot, lockdown " +
+		return "the module's signature was rejected: it does not match the file (altered after signing: refused " +
+			"even where signatures are optional), or the kernel takes only signed modules (Secure Boot, lockdown " +
 			"or module.sig_enforce) and this one is unsigned or signed with a key it does not trust; " +
-			"sign it with an enrolled key (MOK) or use a signed build"
+			"reinstall it, sign it with an enrolled key (MOK) or use a signed build"
 	case unix.EPERM:
 		return "loading modules is not allowed: kernel lockdown, /proc/sys/kernel/modules_disabled set to 1 " +
 			"(it stays so until reboot), or no CAP_SYS_MODULE"

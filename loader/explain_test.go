@@ -57,8 +57,8 @@ func TestLoadErrorExplainsErrno(t *testing.T) {
 // The explanation is for the kernel's answer to a load, not for other
 // steps that fail with the same errno.
 func TestLoadErrorExplainsOnlyLoads(t *testing.T) {
-	err := &LoadError{Module: "m", Path: "/m.ko", Op: "open", Err: unix.ENOENT}
-	if got, want := err.Error(), "open m (/m.ko): no such file or directory (ENOENT)"; got != want {
+	err := &LoadError{Module: "m", Path: "/m.ko", Op: "read", Err: unix.ENOENT}
+	if got, want := err.Error(), "read m (/m.ko): no such file or directory (ENOENT)"; got != want {
 		t.Errorf("got %q, want %q", got, want)
 	}
 	wrapped := &LoadError{Module: "m", Op: "finit_module", Err: errors.New("not an errno")}
@@ -143,5 +143,21 @@ func TestLoadExplainsKernelAnswer(t *testing.T) {
 		if !errors.Is(err, tc.errno) || !strings.Contains(fmt.Sprint(err), tc.cause) {
 			t.Errorf("%s: got %v, want the errno and %q", unix.ErrnoName(tc.errno), err, tc.cause)
 		}
+	}
+}
+
+// A module file modules.dep names but the tree lacks (a dependency's
+// file removed) says so and what to do.
+func TestLoadExplainsMissingFile(t *testing.T) {
+	dir := loadertest.ModuleTree(t, nil, []string{"m"})
+	s := step(dir, "m")
+	if err := os.Remove(s.Path); err != nil {
+		t.Fatal(err)
+	}
+	l := newTestLoader(t, loadertest.NewKernel(t, map[string]loadertest.Module{"m": {}}))
+	err := l.ensure(t.Context(), s, false)
+	if !errors.Is(err, unix.ENOENT) || !strings.Contains(fmt.Sprint(err), "modules.dep names is missing") ||
+		!strings.Contains(fmt.Sprint(err), s.Path) {
+		t.Errorf("got %v, want ENOENT naming the file and the cause", err)
 	}
 }

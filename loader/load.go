@@ -56,6 +56,9 @@ type LoadError struct {
 	// parameter is named with its source.
 	Options     string
 	OptionsFrom []string
+	// Kernel holds the kernel's own lines about the module logged during
+	// a refused finit_module or init_module (kmsg.go), sanitized.
+	KernelLines []string
 }
 
 func (e *LoadError) Error() string {
@@ -66,6 +69,9 @@ func (e *LoadError) Error() string {
 	}
 	if why := explainLoad(e); why != "" {
 		name += ": " + why
+	}
+	if len(e.KernelLines) > 0 {
+		name += "; the kernel said: " + strings.Join(e.KernelLines, " | ")
 	}
 	if e.Path != "" {
 		return fmt.Sprintf("%s %s (%s): %v%s", e.Op, e.Module, e.Path, e.Err, name)
@@ -94,6 +100,8 @@ type ModuleState struct {
 	// started, so one that failed and later loaded still shows it.
 	Failures uint64 `json:",omitempty"`
 	Updated  time.Time
+	// KernelLines are the kernel's own lines about the last failure.
+	KernelLines []string `json:",omitempty"`
 }
 
 // Loader hands modules to the kernel: at most once at a time per module
@@ -298,6 +306,9 @@ func (l *Loader) setState(name, state string, err error) {
 	ms := ModuleState{State: state, Updated: time.Now()}
 	if err != nil {
 		ms.Err = err.Error()
+		if le := (*LoadError)(nil); errors.As(err, &le) {
+			ms.KernelLines = le.KernelLines
+		}
 	}
 	l.mu.Lock()
 	ms.Failures = l.states[name].Failures
@@ -362,7 +373,7 @@ func (l *Loader) load(s Step) error {
 		defer l.wg.Done()
 		defer l.inKernel.Add(-1)
 		defer f.Close() // and with it the lock
-		result <- l.insert(s, f)
+		result <- l.insertNoting(s, f)
 	}()
 	err = l.untilLive(s.Name, result)
 	release()
@@ -377,8 +388,12 @@ func (l *Loader) load(s Step) error {
 		l.waited.Add(1)
 		if werr := l.waitLive(s.Name); werr != nil {
 			if errors.Is(werr, ErrGone) {
-				return &LoadError{Module: s.Name, Path: s.Path, Op: "finit_module",
+				gone := &LoadError{Module: s.Name, Path: s.Path, Op: "finit_module",
 					Err: fmt.Errorf("its init failed and it is not loaded: %w", unix.EEXIST)}
+				if le := (*LoadError)(nil); errors.As(err, &le) {
+					gone.KernelLines = le.KernelLines
+				}
+				return gone
 			}
 			return werr
 		}
