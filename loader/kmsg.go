@@ -231,11 +231,15 @@ func sanitizeLine(s string) string {
 }
 
 // kernelSaid attaches the kernel's lines about the module to a load the
-// kernel refused, when the Kernel can read its log.
+// kernel refused, when the Kernel can read its log. Not for "no such
+// hardware" (ENODEV, ENXIO): coldplug meets a few of those on every boot
+// (drivers probing for what is absent), they are logged at debug, and a
+// read of a full log costs 8 ms under emulation.
 func (l *Loader) kernelSaid(err error, module string, since time.Duration) error {
 	klog, ok := l.Kernel.(KernelLog)
 	var le *LoadError
-	if !ok || !errors.As(err, &le) || (le.Op != "finit_module" && le.Op != "init_module") {
+	if !ok || !errors.As(err, &le) || (le.Op != "finit_module" && le.Op != "init_module") ||
+		errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ENXIO) {
 		return err
 	}
 	le.KernelLines = klog.KernelLines(module, since)

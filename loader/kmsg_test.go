@@ -166,9 +166,9 @@ func (k *kernelWithLog) KernelLines(module string, since time.Duration) []string
 // A refused load carries the kernel's lines into its error, its state
 // (status) and the Failed report; a successful one reads no log.
 func TestLoadAttachesKernelLines(t *testing.T) {
-	dir := loadertest.ModuleTree(t, nil, []string{"m", "ok", "conflict"})
+	dir := loadertest.ModuleTree(t, nil, []string{"m", "ok", "conflict", "absent"})
 	k := &kernelWithLog{Kernel: loadertest.NewKernel(t, map[string]loadertest.Module{
-		"m": {Fail: unix.ENOENT}, "ok": {}, "conflict": {Fail: unix.EEXIST},
+		"m": {Fail: unix.ENOENT}, "ok": {}, "conflict": {Fail: unix.EEXIST}, "absent": {Fail: unix.ENODEV},
 	})}
 	l := NewLoader(k, k.Sysfs)
 	l.LiveTimeout = 5 * time.Second
@@ -198,6 +198,13 @@ func TestLoadAttachesKernelLines(t *testing.T) {
 	}
 	if len(k.since) != 1 {
 		t.Errorf("the log was read %d times, want only for the failure", len(k.since))
+	}
+	// No hardware (coldplug meets it every boot): no log read.
+	if err := l.ensure(t.Context(), step(dir, "absent"), false); !errors.Is(err, unix.ENODEV) {
+		t.Errorf("absent: %v", err)
+	}
+	if len(k.since) != 1 {
+		t.Errorf("the log was read for ENODEV")
 	}
 
 	// The module's own EEXIST is reported once it is seen gone, with
