@@ -57,24 +57,24 @@ const shutdownBound = 10 * time.Second
 
 func runDaemon(ctx context.Context, env *cliEnv, args []string) int {
 	var (
-		s            optSet
-		mods         moduleOptions
-		logOpts      logOptions
-		coldplug     bool
-		static       bool
-		initrd       bool
-		dryRun       bool
-		control      = daemon.DefaultControl
-		rcvbuf       = uevent.DefaultReadBuffer
-		jobs         = runtime.NumCPU() + 1
-		readyFD      = -1
-		exitIdle     string
-		rulePaths    []string
-		liveInterval = "3s"
-		liveTimeout  = loader.DefaultLiveTimeout.String()
-		cmdTimeout   = loader.DefaultCommandTimeout.String()
-		promFile     string
-		promInterval = "15s"
+		s         optSet
+		mods      moduleOptions
+		logOpts   logOptions
+		coldplug  bool
+		static    bool
+		initrd    bool
+		dryRun    bool
+		control   = daemon.DefaultControl
+		rcvbuf    = uevent.DefaultReadBuffer
+		jobs      = runtime.NumCPU() + 1
+		readyFD   = -1
+		idle      time.Duration
+		rulePaths []string
+		interval  = 3 * time.Second
+		liveBound = loader.DefaultLiveTimeout
+		cmdBound  = loader.DefaultCommandTimeout
+		promFile  string
+		promEvery = 15 * time.Second
 	)
 	s.boolVar(&coldplug, 0, "coldplug", "handle every device present at start")
 	s.boolVar(&static, 0, "static", "load modules-load.d, /etc/modules and modules_load= at start, beside coldplug")
@@ -83,14 +83,14 @@ func runDaemon(ctx context.Context, env *cliEnv, args []string) int {
 	s.stringVar(&control, 0, "control", "PATH", "control socket (default "+daemon.DefaultControl+")")
 	s.intVar(&rcvbuf, 0, "rcvbuf", "BYTES", "uevent socket receive buffer (default 128 MiB)")
 	s.intVar(&jobs, 'j', "jobs", "N", "events handled at once (default: CPUs + 1)")
-	s.stringVar(&exitIdle, 0, "exit-when-idle", "DURATION", "exit once coldplug is done and nothing happened for DURATION (initramfs)")
+	s.durationVar(&idle, 0, "exit-when-idle", "DURATION", "exit once coldplug is done and nothing happened for DURATION (initramfs)")
 	s.intVar(&readyFD, 0, "ready-fd", "N", "write READY=1 to file descriptor N, then close it, once listening")
 	s.stringsVar(&rulePaths, 0, "rules", "PATH", "event rules file or directory instead of the standard ones; repeatable")
-	s.stringVar(&liveInterval, 0, "index-check", "DURATION", "how often to look for rewritten indexes and modprobe.d (default 3s)")
-	s.stringVar(&liveTimeout, 0, "live-timeout", "DURATION", "how long a load may take to go live before it is reported as still initializing (default "+liveTimeout+")")
-	s.stringVar(&cmdTimeout, 0, "command-timeout", "DURATION", "how long a modprobe.d install or remove command may run before it is killed (default "+cmdTimeout+")")
+	s.durationVar(&interval, 0, "index-check", "DURATION", "how often to look for rewritten indexes and modprobe.d (default 3s)")
+	s.durationVar(&liveBound, 0, "live-timeout", "DURATION", "how long a load may take to go live before it is reported as still initializing (default "+liveBound.String()+")")
+	s.durationVar(&cmdBound, 0, "command-timeout", "DURATION", "how long a modprobe.d install or remove command may run before it is killed (default "+cmdBound.String()+")")
 	s.stringVar(&promFile, 0, "prometheus-file", "PATH", "keep PATH up to date with the metrics in the Prometheus text format")
-	s.stringVar(&promInterval, 0, "prometheus-interval", "DURATION", "how often --prometheus-file is rewritten when the metrics changed (default 15s)")
+	s.durationVar(&promEvery, 0, "prometheus-interval", "DURATION", "how often --prometheus-file is rewritten when the metrics changed (default 15s)")
 	mods.register(&s)
 	logOpts.register(&s)
 	rest, code := parseArgs(env, "daemon", daemonHelp, &s, args)
@@ -105,33 +105,6 @@ func runDaemon(ctx context.Context, env *cliEnv, args []string) int {
 	defer closeLog.Close()
 	if len(rest) > 0 {
 		log.Error().Str("argument", rest[0]).Msg("unexpected argument")
-		return 2
-	}
-	var idle time.Duration
-	if exitIdle != "" {
-		if idle, err = positiveDuration("exit-when-idle", exitIdle); err != nil {
-			log.Error().Err(err).Msg("bad option")
-			return 2
-		}
-	}
-	interval, err := positiveDuration("index-check", liveInterval)
-	if err != nil {
-		log.Error().Err(err).Msg("bad option")
-		return 2
-	}
-	liveBound, err := positiveDuration("live-timeout", liveTimeout)
-	if err != nil {
-		log.Error().Err(err).Msg("bad option")
-		return 2
-	}
-	cmdBound, err := positiveDuration("command-timeout", cmdTimeout)
-	if err != nil {
-		log.Error().Err(err).Msg("bad option")
-		return 2
-	}
-	promEvery, err := positiveDuration("prometheus-interval", promInterval)
-	if err != nil {
-		log.Error().Err(err).Msg("bad option")
 		return 2
 	}
 	if promFile != "" && (strings.HasSuffix(promFile, "/") || filepath.Base(promFile) == "." || filepath.Base(promFile) == "..") {
@@ -254,15 +227,6 @@ func runDaemon(ctx context.Context, env *cliEnv, args []string) int {
 		return 1
 	}
 	return 0
-}
-
-// positiveDuration parses the value of a duration option.
-func positiveDuration(option, value string) (time.Duration, error) {
-	d, err := time.ParseDuration(value)
-	if err != nil || d <= 0 {
-		return 0, fmt.Errorf("--%s %q: not a positive duration", option, value)
-	}
-	return d, nil
 }
 
 // liveResolver opens the module database and configuration, reopened when

@@ -6,6 +6,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // errHelp is returned by optSet.parse for -h and --help.
@@ -57,6 +58,19 @@ func (s *optSet) intVar(p *int, short byte, long, value, help string) {
 			return fmt.Errorf("not a number: %q", v)
 		}
 		*p = n
+		return nil
+	}})
+}
+
+// durationVar takes a positive duration ("3s", "1m30s"), checked here so
+// every command reports a bad one the same way.
+func (s *optSet) durationVar(p *time.Duration, short byte, long, value, help string) {
+	s.add(&opt{short: short, long: long, value: value, help: help, isValue: true, set: func(v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return fmt.Errorf("%q: not a positive duration", v)
+		}
+		*p = d
 		return nil
 	}})
 }

@@ -53,15 +53,15 @@ func runLoadStatic(ctx context.Context, env *cliEnv, args []string) int {
 		noEtcModules bool
 		jobs         = 2 * runtime.NumCPU()
 		rulePaths    []string
-		liveTimeout  = loader.DefaultLiveTimeout.String()
-		cmdTimeout   = loader.DefaultCommandTimeout.String()
+		liveBound    = loader.DefaultLiveTimeout
+		cmdBound     = loader.DefaultCommandTimeout
 	)
 	s.intVar(&jobs, 'j', "jobs", "N", "modules in the kernel's hands at once (default: twice the CPUs)")
 	s.boolVar(&initrd, 0, "initrd", "read rd.modules_load= too, as in an initramfs")
 	s.boolVar(&noEtcModules, 0, "no-etc-modules", "do not read /etc/modules (unless modules-load.d links to it)")
 	s.stringsVar(&rulePaths, 0, "rules", "PATH", "event rules whose allow-list applies, instead of the standard ones; repeatable")
-	s.stringVar(&liveTimeout, 0, "live-timeout", "DURATION", "how long a module may take to go live (default "+liveTimeout+")")
-	s.stringVar(&cmdTimeout, 0, "command-timeout", "DURATION", "how long a modprobe.d install command may run (default "+cmdTimeout+")")
+	s.durationVar(&liveBound, 0, "live-timeout", "DURATION", "how long a module may take to go live (default "+liveBound.String()+")")
+	s.durationVar(&cmdBound, 0, "command-timeout", "DURATION", "how long a modprobe.d install command may run (default "+cmdBound.String()+")")
 	mods.register(&s)
 	logOpts.register(&s)
 	files, code := parseArgs(env, "load-static", loadStaticHelp, &s, args)
@@ -74,16 +74,6 @@ func runLoadStatic(ctx context.Context, env *cliEnv, args []string) int {
 		return 2
 	}
 	defer closeLog.Close()
-	liveBound, err := positiveDuration("live-timeout", liveTimeout)
-	if err != nil {
-		log.Error().Err(err).Msg("bad option")
-		return 2
-	}
-	cmdBound, err := positiveDuration("command-timeout", cmdTimeout)
-	if err != nil {
-		log.Error().Err(err).Msg("bad option")
-		return 2
-	}
 	if jobs < 1 {
 		log.Error().Int("jobs", jobs).Msg("bad option: --jobs must be at least 1")
 		return 2

@@ -31,7 +31,7 @@ func TestLoadStaticListStatus(t *testing.T) {
 		{[]string{"load-static", "--log-format", "json", empty}, 0, `"message":"no module listed"`},
 		{[]string{"load-static", "--log-format", "json", filepath.Join(dir, "missing.conf")}, 1, "missing.conf: cannot read"},
 		{[]string{"load-static", "--jobs", "0", empty}, 2, "--jobs must be at least 1"},
-		{[]string{"load-static", "--live-timeout", "soon", empty}, 2, `--live-timeout \"soon\": not a positive duration`},
+		{[]string{"load-static", "--live-timeout", "soon", empty}, 2, `option --live-timeout: "soon": not a positive duration`},
 	} {
 		var out bytes.Buffer
 		code := run(context.Background(), &cliEnv{stdout: &out, stderr: &out}, tc.args)
