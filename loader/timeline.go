@@ -110,15 +110,15 @@ type Record struct {
 
 // Wait is one dependency a load waited for before it started.
 type Wait struct {
-	Module string
+	Module string `json:"module"`
 	// ID is the record of the dependency's load, 0 when it had none (it
 	// was live or built in already).
-	ID  uint64
-	End int64 // when the dependency was done
+	ID  uint64 `json:"id,omitempty"`
+	End int64  `json:"end_ns"` // when the dependency was done
 	// Shared: the dependency's load was another request's, in flight
 	// when this one asked for it: this load waited on someone else.
-	Shared bool
-	Err    bool // the dependency failed
+	Shared bool `json:"shared,omitempty"`
+	Failed bool `json:"failed,omitempty"` // the dependency failed
 }
 
 // MonotonicNow is the time on the timeline's clock, CLOCK_MONOTONIC in
@@ -231,7 +231,7 @@ func (l *Loader) record(f *flight, op string) {
 			r.Waits = make([]Wait, len(after))
 			for k, j := range after {
 				st := &p.state[j]
-				r.Waits[k] = Wait{Module: p.steps[j].Name, ID: st.id, End: st.end, Shared: st.shared, Err: st.err != nil}
+				r.Waits[k] = Wait{Module: p.steps[j].Name, ID: st.id, End: st.end, Shared: st.shared, Failed: st.err != nil}
 			}
 		}
 	}

@@ -72,7 +72,7 @@ func TestTimelineRecordsARequest(t *testing.T) {
 		t.Errorf("failover waited for %+v", m["failover"].Waits)
 	}
 	nf := m["net_failover"]
-	if len(nf.Waits) != 1 || nf.Waits[0].Module != "failover" || nf.Waits[0].ID != m["failover"].ID || nf.Waits[0].Shared || nf.Waits[0].Err {
+	if len(nf.Waits) != 1 || nf.Waits[0].Module != "failover" || nf.Waits[0].ID != m["failover"].ID || nf.Waits[0].Shared || nf.Waits[0].Failed {
 		t.Errorf("net_failover's waits %+v", nf.Waits)
 	}
 	if nf.Waits[0].End < m["failover"].Done || nf.Started < nf.Waits[0].End {
