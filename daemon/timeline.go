@@ -96,11 +96,8 @@ const (
 // loads since the daemon started.
 func (d *Daemon) Timeline() Timeline {
 	recs, over := d.cfg.Loader.Timeline()
-	tl := Timeline{NowNS: loader.MonotonicNow(), Overwritten: over, Size: d.cfg.Loader.TimelineSize,
+	tl := Timeline{NowNS: loader.MonotonicNow(), Overwritten: over, Size: d.cfg.Loader.TimelineLimit(),
 		Records: make([]LoadRecord, len(recs))}
-	if tl.Size == 0 {
-		tl.Size = loader.DefaultTimelineSize
-	}
 	for i, r := range recs {
 		tl.Records[i] = loadRecord(r)
 	}

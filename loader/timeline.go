@@ -140,6 +140,10 @@ type timeline struct {
 	overwritten uint64
 }
 
+// TimelineLimit is how many records the Loader keeps (TimelineSize
+// resolved): 0 when it keeps none.
+func (l *Loader) TimelineLimit() int { return l.timelineSize() }
+
 func (l *Loader) timelineSize() int {
 	switch {
 	case l.TimelineSize < 0:

@@ -28,7 +28,7 @@ import (
 )
 
 const daemonHelp = `daemon [--coldplug] [--static [--initrd]] [--control PATH] [--rcvbuf BYTES] [--jobs N] [--dry-run]
-       [--exit-when-idle D] [--ready-fd N] [--rules PATH]... [--prometheus-file PATH]
+       [--exit-when-idle D] [--ready-fd N] [--rules PATH]... [--prometheus-file PATH] [--timeline-size N]
        [-d DIR] [-S VERSION] [-C PATH]...
 
 Listens for kernel uevents and loads the modules their MODALIAS (or event
@@ -45,7 +45,11 @@ status --prometheus prints) for node_exporter's textfile collector: written
 at start, every --prometheus-interval when the metrics changed, and at exit,
 each time to a temporary file in the same directory renamed over PATH. A
 write that fails is logged once and tried again; one that takes more than
-5s is logged; neither holds back a load.`
+5s is logged; neither holds back a load.
+
+The daemon keeps a record of its last --timeline-size loads (default 256,
+a boot's worth on most machines; about 300 bytes each; 0 keeps none) for
+status --timeline and why.`
 
 // metricsStopBound is how long exit waits for the metrics file's last
 // write: a stuck file system must not keep the daemon from exiting.
@@ -75,6 +79,7 @@ func runDaemon(ctx context.Context, env *cliEnv, args []string) int {
 		cmdTimeout   = loader.DefaultCommandTimeout.String()
 		promFile     string
 		promInterval = "15s"
+		timelineSize = loader.DefaultTimelineSize
 	)
 	s.boolVar(&coldplug, 0, "coldplug", "handle every device present at start")
 	s.boolVar(&static, 0, "static", "load modules-load.d, /etc/modules and modules_load= at start, beside coldplug")
@@ -91,6 +96,7 @@ func runDaemon(ctx context.Context, env *cliEnv, args []string) int {
 	s.stringVar(&cmdTimeout, 0, "command-timeout", "DURATION", "how long a modprobe.d install or remove command may run before it is killed (default "+cmdTimeout+")")
 	s.stringVar(&promFile, 0, "prometheus-file", "PATH", "keep PATH up to date with the metrics in the Prometheus text format")
 	s.stringVar(&promInterval, 0, "prometheus-interval", "DURATION", "how often --prometheus-file is rewritten when the metrics changed (default 15s)")
+	s.intVar(&timelineSize, 0, "timeline-size", "N", "how many loads the timeline keeps (default 256; 0: none)")
 	mods.register(&s)
 	logOpts.register(&s)
 	rest, code := parseArgs(env, "daemon", daemonHelp, &s, args)
@@ -134,6 +140,10 @@ func runDaemon(ctx context.Context, env *cliEnv, args []string) int {
 		log.Error().Err(err).Msg("bad option")
 		return 2
 	}
+	if timelineSize < 0 {
+		log.Error().Int("timeline-size", timelineSize).Msg("bad option: --timeline-size must not be negative")
+		return 2
+	}
 	if promFile != "" && (strings.HasSuffix(promFile, "/") || filepath.Base(promFile) == "." || filepath.Base(promFile) == "..") {
 		log.Error().Str("path", promFile).Msg("--prometheus-file must name a file")
 		return 2
@@ -173,6 +183,10 @@ func runDaemon(ctx context.Context, env *cliEnv, args []string) int {
 
 	ld := loader.NewLoader(loader.SystemKernel{}, "/sys")
 	ld.LiveTimeout, ld.CommandTimeout = liveBound, cmdBound
+	ld.TimelineSize = timelineSize
+	if timelineSize == 0 {
+		ld.TimelineSize = -1 // the Loader's 0 is its default
+	}
 	ld.Failed = func(module string, err error) {
 		// ENODEV and ENXIO are the init saying "no such hardware here":
 		// expected on every boot for some aliases (CPU features, ACPI
