@@ -3,6 +3,8 @@ package daemon
 import (
 	"cmp"
 	"errors"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -50,6 +52,10 @@ type LoadRecord struct {
 	Error       string        `json:"error,omitempty"`
 	Waits       []loader.Wait `json:"waits,omitempty"`
 	Joined      uint32        `json:"joined,omitempty"`
+	// ParentDrivers are the modules that drive the devices above the
+	// asker's device, nearest first, as sysfs says when the timeline is
+	// taken: the loads that may have created that device.
+	ParentDrivers []string `json:"parent_drivers,omitempty"`
 }
 
 // Results of a LoadRecord.
@@ -98,8 +104,18 @@ func (d *Daemon) Timeline() Timeline {
 	recs, over := d.cfg.Loader.Timeline()
 	tl := Timeline{NowNS: loader.MonotonicNow(), Overwritten: over, Size: d.cfg.Loader.TimelineLimit(),
 		Records: make([]LoadRecord, len(recs))}
+	drivers := map[string][]string{}
 	for i, r := range recs {
 		tl.Records[i] = loadRecord(r)
+		if r.Asker == nil || r.Asker.DevPath == "" {
+			continue
+		}
+		ds, ok := drivers[r.Asker.DevPath]
+		if !ok {
+			ds = parentDrivers(d.cfg.Sysfs, r.Asker.DevPath)
+			drivers[r.Asker.DevPath] = ds
+		}
+		tl.Records[i].ParentDrivers = ds
 	}
 	if start := d.started.Load(); start != 0 && (d.cfg.Coldplug || len(d.cfg.Static) > 0) {
 		tl.Coldplug = FindBurst(tl.Records, start, tl.NowNS)
@@ -263,13 +279,27 @@ func waitLink(w *loader.Wait) string {
 // deviceParent finds the load that made r's device appear: a driver
 // creates the devices below its own while it is in the kernel (virtio_pci
 // creates virtio1 below its PCI device), and the kernel announces them at
-// once. Of the loads asked for by an ancestor of r's device that were in
-// the kernel by the time r was asked for, the nearest ancestor's wins, and
-// of its loads the module asked for rather than a dependency, then the
-// one started last.
+// once. Of the loads of the modules driving the devices above r's
+// (ParentDrivers) that were in the kernel by the time r was asked for, the
+// one started last: usbhid's interface is below a USB device usbcore
+// drives and a controller xhci_pci drives, and xhci_pci, which needs
+// usbcore, is the later cause. Without ParentDrivers, the loads asked for
+// by the devices above r's stand in: the nearest device's, the module
+// asked for rather than a dependency, the one started last.
 func deviceParent(recs []LoadRecord, r *LoadRecord, in map[uint64]bool) int {
-	if r.Asker == nil || r.Asker.Kind != loader.AskedByUevent || r.Asker.DevPath == "" {
+	if r.Asker == nil || r.Asker.DevPath == "" {
 		return -1
+	}
+	if len(r.ParentDrivers) > 0 {
+		best := -1
+		for i := range recs {
+			p := &recs[i]
+			if in[p.ID] && p.ID != r.ID && p.StartedNS != 0 && p.StartedNS <= r.RequestedNS && slices.Contains(r.ParentDrivers, p.Module) &&
+				(best < 0 || p.StartedNS > recs[best].StartedNS) {
+				best = i
+			}
+		}
+		return best
 	}
 	best := -1
 	for i := range recs {
@@ -293,6 +323,36 @@ func betterParent(p, q *LoadRecord) bool {
 		return p.For == ""
 	}
 	return p.StartedNS > q.StartedNS
+}
+
+// maxDeviceDepth bounds the walk up a devpath; sysfs trees are a dozen
+// deep at most.
+const maxDeviceDepth = 32
+
+// parentDrivers lists the modules driving the devices above devpath,
+// nearest first, each once: sysfs links a bound device to its driver
+// (DEVICE/driver), and a modular driver to its module (driver/module).
+// Built-in drivers have no module link and are left out.
+func parentDrivers(sysfs, devpath string) []string {
+	if !strings.HasPrefix(devpath, "/devices/") || strings.Contains(devpath, "/..") || strings.Contains(devpath, "/./") {
+		return nil
+	}
+	var out []string
+	dir := devpath
+	for range maxDeviceDepth {
+		dir = dir[:strings.LastIndexByte(dir, '/')]
+		if dir == "/devices" || dir == "" {
+			break
+		}
+		target, err := os.Readlink(filepath.Join(sysfs, dir, "driver", "module"))
+		if err != nil {
+			continue
+		}
+		if m := filepath.Base(target); !slices.Contains(out, m) {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 // isAncestor: dir is a strict ancestor of path, at a '/' boundary.

@@ -8,6 +8,8 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -261,6 +263,8 @@ func TestDaemonTimeline(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	r.send("add", "/devices/pci0/dev1/child", "dev:slow1")
 	r.settle()
+	// outer drives the device above slow's, as sysfs shows it.
+	bindDriver(t, r.kernel.Sysfs, "/devices/pci0/dev1", "test", "outer-drv", "outer")
 	path, _ := serving(t, r, func(ln *net.UnixListener) acceptor { return ln }, responseWriteBound)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -289,6 +293,9 @@ func TestDaemonTimeline(t *testing.T) {
 	if a := byName["a"].Asker; a == nil || a.Kind != loader.AskedByKernel || a.PID != 4242 || byName["a"].For != "b" {
 		t.Errorf("a asked by %+v for %q", a, byName["a"].For)
 	}
+	if strings.Join(slow.ParentDrivers, " ") != "outer" {
+		t.Errorf("slow's device is below devices driven by %v, want outer", slow.ParentDrivers)
+	}
 	if tl.Coldplug == nil {
 		t.Fatal("no coldplug burst")
 	}
@@ -296,5 +303,66 @@ func TestDaemonTimeline(t *testing.T) {
 	// came within settle's quiet time of the start.
 	if got := pathText(tl.Coldplug.CriticalPath); got != "outer -device-> slow" {
 		t.Errorf("critical path %s (burst %+v)", got, tl.Coldplug)
+	}
+}
+
+// bindDriver makes sysfs show the device at devpath bound to driver of
+// bus, provided by module: DEVICE/driver and the driver's module link, as
+// the kernel links them.
+func bindDriver(t *testing.T, sysfs, devpath, bus, driver, module string) {
+	t.Helper()
+	drv := filepath.Join(sysfs, "bus", bus, "drivers", driver)
+	if err := os.MkdirAll(drv, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(filepath.Join(sysfs, "module", module), 0o755)
+	os.MkdirAll(filepath.Join(sysfs, devpath), 0o755)
+	rel := func(from, to string) string {
+		r, err := filepath.Rel(filepath.Dir(from), to)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	link := filepath.Join(sysfs, devpath, "driver")
+	if err := os.Symlink(rel(link, drv), link); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(filepath.Join(drv, "module")); err == nil {
+		return
+	}
+	if err := os.Symlink(rel(filepath.Join(drv, "module"), filepath.Join(sysfs, "module", module)), filepath.Join(drv, "module")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The modules driving the devices above a USB interface, from sysfs;
+// the cause of the interface is the one of them that loaded last.
+func TestParentDrivers(t *testing.T) {
+	sysfs := t.TempDir()
+	ctrl := "/devices/pci0000:00/0000:00:05.0"
+	bindDriver(t, sysfs, ctrl, "pci", "xhci_hcd", "xhci_pci")
+	bindDriver(t, sysfs, ctrl+"/usb1", "usb", "usb", "usbcore")
+	bindDriver(t, sysfs, ctrl+"/usb1/1-1", "usb", "usb", "usbcore")
+	iface := ctrl + "/usb1/1-1/1-1:1.0"
+	os.MkdirAll(filepath.Join(sysfs, iface), 0o755)
+	if got := strings.Join(parentDrivers(sysfs, iface), " "); got != "usbcore xhci_pci" {
+		t.Errorf("drivers above the interface: %q, want usbcore xhci_pci", got)
+	}
+	for _, bad := range []string{"/devices/../module", "devices/pci0000:00", "/sys/../devices/x", "/devices/./x/y", "/devices"} {
+		if got := parentDrivers(sysfs, bad); got != nil {
+			t.Errorf("%q: %v", bad, got)
+		}
+	}
+
+	hid := &loader.Asker{Kind: loader.AskedByUevent, Action: "add", DevPath: iface, Seqnum: 9, Name: "usb:v0627p0001"}
+	recs := []LoadRecord{
+		{ID: 1, Module: "usbcore", For: "xhci_pci", RequestedNS: 1000 * ms, StartedNS: 1000 * ms, DoneNS: 1100 * ms},
+		{ID: 2, Module: "xhci_pci", RequestedNS: 1000 * ms, StartedNS: 1100 * ms, DoneNS: 1200 * ms},
+		{ID: 3, Module: "usbhid", Asker: hid, RequestedNS: 1300 * ms, StartedNS: 1300 * ms, DoneNS: 1600 * ms, ParentDrivers: []string{"usbcore", "xhci_pci"}},
+	}
+	b := FindBurst(recs, 900*ms, 2000*ms)
+	if got := pathText(b.CriticalPath); got != "xhci_pci -device-> usbhid" {
+		t.Errorf("critical path %s", got)
 	}
 }
