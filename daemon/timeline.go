@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -65,11 +66,13 @@ const (
 	ResultLoading = "loading"
 )
 
-// Burst is the loads from the daemon's start until it first stayed
-// idle, as settle sees it: each load asked for less than settleQuiet
-// after the ones before it were done. Their critical path is the chain
-// of waits that ended last: the load done last, what it waited for
-// longest, and so on back to a load that waited for nothing.
+// Burst is the boot's loads: those asked for from the daemon's start
+// until the first pause of burstGap with no load in flight, pauses before
+// the last load the coldplug's scan or a static list asked for aside (a
+// slow scan may leave gaps between its loads; they are still the
+// coldplug's). Their critical path is the chain of waits that ended last:
+// the load done last, what it waited for longest, and so on back to a
+// load that waited for nothing.
 type Burst struct {
 	StartNS int64 `json:"start_ns"`
 	EndNS   int64 `json:"end_ns"`
@@ -168,24 +171,37 @@ func requestAsker(req Request) loader.Asker {
 	return a
 }
 
-// FindBurst finds the loads asked for from start until the first pause
-// of settleQuiet with nothing loading, and their critical path. now ends
-// loads still in flight.
+// burstGap ends the boot's burst: a pause with nothing loading, longer
+// than settle's quiet time (settleQuiet) so that a slow guest's cascade
+// (USB enumeration after xhci_pci) stays in, short enough that a device
+// plugged in after boot does not.
+const burstGap = 500 * time.Millisecond
+
+// FindBurst finds the boot's loads (see Burst) from start and their
+// critical path; none without a load the coldplug or a static list asked
+// for. now ends loads still in flight.
 func FindBurst(recs []LoadRecord, start, now int64) *Burst {
-	quiet := settleQuiet.Nanoseconds()
 	order := make([]int, 0, len(recs))
+	lastBoot := int64(-1) // when the last coldplug or static load was asked for
 	for i, r := range recs {
-		if r.RequestedNS >= start {
-			order = append(order, i)
+		if r.RequestedNS < start {
+			continue
+		}
+		order = append(order, i)
+		if a := r.Asker; a != nil && (a.Kind == loader.AskedByColdplug || a.Kind == loader.AskedByStatic) {
+			lastBoot = max(lastBoot, r.RequestedNS)
 		}
 	}
-	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(recs[a].RequestedNS, recs[b].RequestedNS) })
 	b := &Burst{StartNS: start, EndNS: start}
+	if lastBoot < 0 {
+		return b
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(recs[a].RequestedNS, recs[b].RequestedNS) })
 	in := map[uint64]bool{}
 	last := -1
 	for _, i := range order {
 		r := &recs[i]
-		if r.RequestedNS > b.EndNS+quiet {
+		if r.RequestedNS > lastBoot && r.RequestedNS > b.EndNS+burstGap.Nanoseconds() {
 			break
 		}
 		end := r.DoneNS

@@ -250,17 +250,17 @@ func TestTimelineSVG(t *testing.T) {
 	}
 }
 
-// In the daemon: a kernel event asks for outer, whose init runs while
-// the event for a device below its own arrives and asks for slow; the
-// timeline names both askers with their seqnums, the kernel's helper
-// request with its pid, and the path through the device.
+// In the daemon: the coldplug asks for outer, whose init runs while the
+// event for a device below outer's arrives and asks for slow; the
+// timeline names both askers, the kernel's helper request with its pid,
+// and the critical path through the device.
 func TestDaemonTimeline(t *testing.T) {
 	r := newRig(t, "", func(c *Config, k *loadertest.Kernel) {
 		c.Coldplug = true
-		k.SetModule("outer", loadertest.Module{Init: 150 * time.Millisecond})
+		k.SetModule("outer", loadertest.Module{Init: 300 * time.Millisecond})
+		device(k, "pci0/dev1", "dev:outer1")
 	})
-	r.send("add", "/devices/pci0/dev1", "dev:outer1")
-	time.Sleep(50 * time.Millisecond)
+	time.Sleep(100 * time.Millisecond)
 	r.send("add", "/devices/pci0/dev1/child", "dev:slow1")
 	r.settle()
 	// outer drives the device above slow's, as sysfs shows it.
@@ -268,6 +268,8 @@ func TestDaemonTimeline(t *testing.T) {
 	path, _ := serving(t, r, func(ln *net.UnixListener) acceptor { return ln }, responseWriteBound)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	// The helper's request comes after the boot's burst (burstGap).
+	time.Sleep(burstGap + 100*time.Millisecond)
 	if resp, err := Ask(ctx, path, Request{Op: "load", Name: "dev:b1", Asker: &loader.Asker{Kind: loader.AskedByKernel, PID: 4242}}, Waits{}); err != nil || !resp.OK {
 		t.Fatalf("load: %+v %v", resp, err)
 	}
@@ -281,8 +283,8 @@ func TestDaemonTimeline(t *testing.T) {
 		byName[rec.Module] = rec
 	}
 	outer, slow := byName["outer"], byName["slow"]
-	if outer.Asker == nil || outer.Asker.Kind != loader.AskedByUevent || outer.Asker.Seqnum != 1 || outer.Asker.DevPath != "/devices/pci0/dev1" ||
-		slow.Asker == nil || slow.Asker.Seqnum != 2 || slow.Asker.Name != "dev:slow1" {
+	if outer.Asker == nil || outer.Asker.Kind != loader.AskedByColdplug || outer.Asker.Seqnum != 0 || outer.Asker.DevPath != "/devices/pci0/dev1" ||
+		slow.Asker == nil || slow.Asker.Kind != loader.AskedByUevent || slow.Asker.Seqnum != 1 || slow.Asker.Name != "dev:slow1" {
 		t.Errorf("askers %+v, %+v", outer.Asker, slow.Asker)
 	}
 	for _, rec := range []LoadRecord{outer, slow} {
@@ -299,8 +301,6 @@ func TestDaemonTimeline(t *testing.T) {
 	if tl.Coldplug == nil {
 		t.Fatal("no coldplug burst")
 	}
-	// The coldplug found no device: its burst is the two events, which
-	// came within settle's quiet time of the start.
 	if got := pathText(tl.Coldplug.CriticalPath); got != "outer -device-> slow" {
 		t.Errorf("critical path %s (burst %+v)", got, tl.Coldplug)
 	}
@@ -356,10 +356,11 @@ func TestParentDrivers(t *testing.T) {
 	}
 
 	hid := &loader.Asker{Kind: loader.AskedByUevent, Action: "add", DevPath: iface, Seqnum: 9, Name: "usb:v0627p0001"}
+	pci := &loader.Asker{Kind: loader.AskedByColdplug, DevPath: ctrl, Name: "pci:v00001B36d0000000D"}
 	recs := []LoadRecord{
-		{ID: 1, Module: "usbcore", For: "xhci_pci", RequestedNS: 1000 * ms, StartedNS: 1000 * ms, DoneNS: 1100 * ms},
-		{ID: 2, Module: "xhci_pci", RequestedNS: 1000 * ms, StartedNS: 1100 * ms, DoneNS: 1200 * ms},
-		{ID: 3, Module: "usbhid", Asker: hid, RequestedNS: 1300 * ms, StartedNS: 1300 * ms, DoneNS: 1600 * ms, ParentDrivers: []string{"usbcore", "xhci_pci"}},
+		{ID: 1, Module: "usbcore", For: "xhci_pci", Asker: pci, RequestedNS: 1000 * ms, StartedNS: 1000 * ms, DoneNS: 1100 * ms},
+		{ID: 2, Module: "xhci_pci", Asker: pci, RequestedNS: 1000 * ms, StartedNS: 1100 * ms, DoneNS: 1200 * ms},
+		{ID: 3, Module: "usbhid", Asker: hid, RequestedNS: 1600 * ms, StartedNS: 1600 * ms, DoneNS: 1700 * ms, ParentDrivers: []string{"usbcore", "xhci_pci"}},
 	}
 	b := FindBurst(recs, 900*ms, 2000*ms)
 	if got := pathText(b.CriticalPath); got != "xhci_pci -device-> usbhid" {
