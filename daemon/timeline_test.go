@@ -136,7 +136,7 @@ func TestExplain(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"failover: live (load #3)", "uevent add /devices/pci0000:00/0000:00:04.0/virtio1, seqnum 812",
-		"failover ← net_failover ← virtio_net", "crc32c", "virtio_pci (load #1)", "critical path", "requested 1.200, handed to the kernel 1.210"} {
+		"failover ← net_failover ← virtio_net", "crc32c", "virtio_pci drives (load #1", "critical path", "requested 1.200, handed to the kernel 1.210"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("why failover does not say %q:\n%s", want, out.String())
 		}
@@ -180,7 +180,7 @@ func TestWriteTimeline(t *testing.T) {
 		t.Errorf("%d lines:\n%s", len(lines), text)
 	}
 	for _, want := range []string{"failed ENODEV", "coldplug   6 loads from 0.990 to 1.900 s", "critical path",
-		"1.200 →     1.900  virtio_net", "its device appeared while virtio_pci loaded for the device above", "for virtio_net: uevent add"} {
+		"1.200 →     1.900  virtio_net", "its device appeared below one virtio_pci drives, asked for while it loaded", "for virtio_net: uevent add"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("timeline does not say %q:\n%s", want, text)
 		}

@@ -114,16 +114,19 @@ func writeBurst(w io.Writer, tl *Timeline, b *Burst) {
 		return
 	}
 	fmt.Fprintf(w, "critical path (the chain of waits that ended last):\n")
-	prev := ""
+	var prev *LoadRecord
 	for _, s := range b.CriticalPath {
 		fmt.Fprintf(w, "  %s\n", describeStep(tl, s, prev))
-		prev = s.Module
+		prev = tl.record(s.ID)
+		if prev == nil {
+			prev = &LoadRecord{Module: s.Module}
+		}
 	}
 }
 
 // describeStep is one step of a critical path: when its load was asked
 // for and done, and how the step before (prev) held it up.
-func describeStep(tl *Timeline, s PathStep, prev string) string {
+func describeStep(tl *Timeline, s PathStep, prev *LoadRecord) string {
 	r := tl.record(s.ID)
 	if r == nil {
 		return fmt.Sprintf("%21s  %-22s (no longer recorded)", "", s.Module)
@@ -133,13 +136,18 @@ func describeStep(tl *Timeline, s PathStep, prev string) string {
 		done = seconds(r.DoneNS)
 	}
 	why := DescribeAsker(r.Asker)
-	switch s.HeldBy {
-	case LinkDependency:
-		why = "waited for its dependency " + prev
-	case LinkSharedDependency:
-		why = "waited for its dependency " + prev + ", another request's load; asked by " + why
-	case LinkDevice:
-		why = "its device appeared while " + prev + " loaded for the device above: " + why
+	switch {
+	case prev == nil:
+	case s.HeldBy == LinkDependency:
+		why = "waited for its dependency " + prev.Module
+	case s.HeldBy == LinkSharedDependency:
+		why = "waited for its dependency " + prev.Module + ", another request's load; asked by " + why
+	case s.HeldBy == LinkDevice:
+		when := "while it loaded"
+		if prev.DoneNS != 0 && r.RequestedNS >= prev.DoneNS {
+			when = fmt.Sprintf("%.3f s after it was done", float64(r.RequestedNS-prev.DoneNS)/1e9)
+		}
+		why = fmt.Sprintf("its device appeared below one %s drives, asked for %s: %s", prev.Module, when, why)
 	}
 	return fmt.Sprintf("%9s → %9s  %-22s %s", seconds(r.RequestedNS), done, r.Module, why)
 }
@@ -183,7 +191,7 @@ func WriteWhy(w io.Writer, tl *Timeline, why Why) error {
 			fmt.Fprintf(bw, "  shared with: %d more requests for %s while it loaded\n", r.Joined, r.Module)
 		}
 		if d := l.DeviceOf; d != nil {
-			fmt.Fprintf(bw, "  device:      appeared while %s (load #%d) was in the kernel for the device above it\n", d.Module, d.ID)
+			fmt.Fprintf(bw, "  device:      appeared below a device %s drives (load #%d, handed to the kernel before this was asked for)\n", d.Module, d.ID)
 		}
 		if len(r.Waits) == 0 {
 			fmt.Fprintf(bw, "  waited for:  no dependency\n")

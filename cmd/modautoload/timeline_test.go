@@ -95,7 +95,7 @@ func TestWhy(t *testing.T) {
 	if code := run(context.Background(), &cliEnv{stdout: &stdout, stderr: &stderr}, []string{"why", "--control", path, "failover"}); code != 0 {
 		t.Fatalf("exit %d: %s", code, &stderr)
 	}
-	for _, want := range []string{"failover: live (load #2)", "seqnum 812", "failover ← virtio_net", "virtio_pci (load #1)", "critical path"} {
+	for _, want := range []string{"failover: live (load #2)", "seqnum 812", "failover ← virtio_net", "virtio_pci drives (load #1", "critical path"} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("why failover does not say %q:\n%s", want, &stdout)
 		}
