@@ -7,10 +7,12 @@ import (
 )
 
 // DefaultTimelineSize is how many load records a Loader keeps: a boot's
-// coldplug loads 50 to 200 modules on most machines (67 in the rig), so
-// 256 holds a whole boot with room for hotplug, at about 300 bytes a load
-// (the record, its waits, its share of the asker): some 75 KiB when full,
-// and nothing for the loads that never happened.
+// coldplug loads 50 to 200 modules on most machines (71 loads in the rig),
+// so 256 holds a whole boot with room for hotplug, at about 500 bytes a
+// load (the 144-byte record, its waits and the copy of who asked: 496
+// bytes of heap a load measured with a request per module, less when a
+// request loads several): some 125 KiB when full, nothing for the loads
+// that never happened.
 const DefaultTimelineSize = 256
 
 // maxAskerName bounds the alias kept in a record. A CPU's modalias lists

@@ -48,7 +48,7 @@ write that fails is logged once and tried again; one that takes more than
 5s is logged; neither holds back a load.
 
 The daemon keeps a record of its last --timeline-size loads (default 256,
-a boot's worth on most machines; about 300 bytes each; 0 keeps none) for
+a boot's worth on most machines; about 500 bytes each; 0 keeps none) for
 status --timeline and why.`
 
 // metricsStopBound is how long exit waits for the metrics file's last
