@@ -367,3 +367,28 @@ func TestParentDrivers(t *testing.T) {
 		t.Errorf("critical path %s", got)
 	}
 }
+
+// A timeline with no loads, or with absurd times (a daemon's answer is
+// input like any other), still makes a well-formed chart, and quickly.
+func TestTimelineSVGOddTimelines(t *testing.T) {
+	odd := bootTimeline()
+	odd.Records[0].RequestedNS = 1
+	odd.Records[1].DoneNS = 1<<63 - 1
+	odd.Records[2].StartedNS = -5
+	for name, tl := range map[string]*Timeline{"empty": {NowNS: 5}, "absurd": odd} {
+		var out bytes.Buffer
+		if err := WriteTimelineSVG(&out, tl); err != nil {
+			t.Fatal(err)
+		}
+		dec := xml.NewDecoder(&out)
+		for {
+			_, err := dec.Token()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatalf("%s: not well-formed: %v", name, err)
+			}
+		}
+	}
+}

@@ -347,14 +347,15 @@ func WriteTimelineSVG(w io.Writer, tl *Timeline) error {
 // across.
 func writeGrid(w io.Writer, t0, t1 int64, x func(int64) float64, bottom int) {
 	tick := int64(1e6) // 1 ms, 2, 5, 10, ...
-	for decade := tick; (t1-t0)/tick > 12; decade *= 10 {
+	for decade := tick; (t1-t0)/tick > 12 && decade <= 1e17; decade *= 10 {
 		for _, f := range []int64{1, 2, 5} {
 			if tick = f * decade; (t1-t0)/tick <= 12 {
 				break
 			}
 		}
 	}
-	for t := (t0 + tick - 1) / tick * tick; t <= t1; t += tick {
+	// Bounded, whatever times a timeline holds.
+	for t, n := (t0+tick-1)/tick*tick, 0; t <= t1 && n < 100; t, n = t+tick, n+1 {
 		fmt.Fprintf(w, `<line class="grid" x1="%.1f" y1="%d" x2="%.1f" y2="%d"/><text class="axis" x="%.1f" y="%d">%ss</text>`+"\n",
 			x(t), svgTop-8, x(t), bottom, x(t)+2, svgTop-12, strings.TrimRight(strings.TrimRight(seconds(t), "0"), "."))
 	}
