@@ -34,7 +34,7 @@ const maxRequest = 64 << 10
 
 // Request is one control request: a JSON object on one line.
 type Request struct {
-	Op string `json:"op"` // settle, status, load
+	Op string `json:"op"` // settle, status, timeline, load
 	// settle
 	TimeoutMS int64 `json:"timeout_ms,omitempty"`
 	// load, as modprobe was asked
@@ -42,6 +42,9 @@ type Request struct {
 	Params        string `json:"params,omitempty"`
 	UseBlacklist  bool   `json:"use_blacklist,omitempty"`
 	IgnoreInstall bool   `json:"ignore_install,omitempty"`
+	// Asker says who asked: the kernel (the helper run by
+	// request_module) or a command line, for the timeline.
+	Asker *loader.Asker `json:"asker,omitempty"`
 }
 
 // Response answers a Request. The daemon first sends one with Accepted
@@ -56,6 +59,7 @@ type Response struct {
 	Error          string        `json:"error,omitempty"`
 	Status         *Status       `json:"status,omitempty"`
 	Results        []LoadOutcome `json:"results,omitempty"`
+	Timeline       *Timeline     `json:"timeline,omitempty"`
 }
 
 // LoadOutcome is what became of one module of a load request.
@@ -194,7 +198,7 @@ func (d *Daemon) Load(ctx context.Context, req Request) Response {
 	})
 	// An explicit request asks the kernel again for a module that failed
 	// in this burst: the command line or the kernel has a reason to.
-	results := d.cfg.Loader.Load(ctx, plans, loader.LoadOptions{Parallel: true, Retry: true})
+	results := d.cfg.Loader.Load(ctx, plans, loader.LoadOptions{Parallel: true, Retry: true, Asker: requestAsker(req)})
 	d.count(results, d.cfg.Log.With().Str("name", req.Name).Logger())
 	resp := Response{OK: err == nil}
 	if err != nil {
@@ -362,6 +366,9 @@ func (d *Daemon) answer(ctx context.Context, req Request) Response {
 	case "status":
 		st := d.Status()
 		return Response{OK: true, Status: &st}
+	case "timeline":
+		tl := d.Timeline()
+		return Response{OK: true, Timeline: &tl}
 	case "settle":
 		// A client that names no bound gets maxSettle, so no
 		// request holds a goroutine here for good.

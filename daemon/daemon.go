@@ -96,6 +96,8 @@ type Daemon struct {
 
 	handled, skipped, refused, resyncs, dropped atomic.Uint64
 	loadErrors                                  atomic.Uint64
+	// started is when Run began, on the timeline's clock (Timeline).
+	started atomic.Int64
 }
 
 // DefaultMaxQueueBytes bounds the queued kernel events: some 4,000 typical
@@ -127,6 +129,7 @@ func New(cfg Config) (*Daemon, error) {
 // work is done. In-flight loads are given until the shutdown bound; a
 // module handed to the kernel finishes loading regardless.
 func (d *Daemon) Run(ctx context.Context) error {
+	d.started.Store(loader.MonotonicNow())
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
@@ -471,7 +474,7 @@ func (d *Daemon) load(ctx context.Context, name string, rs *rules.EventRules, ev
 		}
 		return
 	}
-	d.count(d.cfg.Loader.Load(ctx, plans, loader.LoadOptions{Parallel: true}), log)
+	d.count(d.cfg.Loader.Load(ctx, plans, loader.LoadOptions{Parallel: true, Asker: d.eventAsker(ev, name)}), log)
 }
 
 // count adds results to the counters and notes them in the log.

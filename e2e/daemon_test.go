@@ -7,6 +7,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/modautoload/modautoload/daemon"
+	"github.com/modautoload/modautoload/loader"
 )
 
 // startDaemon starts the daemon in the guest in the background (its log in
@@ -96,7 +99,7 @@ echo "E2E:RSS_LATER $(grep -E '^(VmRSS|VmHWM)' /proc/$DAEMON/status | tr -s ' \t
 echo "E2E:THREADS $(grep '^Threads:' /proc/$DAEMON/status | tr -dc 0-9)"
 echo "E2E:INDEX_RSS $(awk '/^[0-9a-f]+-[0-9a-f]+ /{ix = $6 ~ /\/modules\.[a-z.]*bin$/} /^Rss:/{if (ix) kb += $2} END{print kb + 0}' /proc/$DAEMON/smaps)"
 echo "E2E:STAT $(cat /proc/$DAEMON/stat)"
-` + daemonLog,
+` + timelineReport + daemonLog,
 	})
 	if res.Value("SETTLE_RC") != "0" {
 		t.Fatalf("settle exited %q; log %q", res.Value("SETTLE_RC"), res.Lines("LOG"))
@@ -166,6 +169,7 @@ echo "E2E:STAT $(cat /proc/$DAEMON/stat)"
 	} else {
 		t.Errorf("no memory figures: %q", res.Value("RSS_LATER"))
 	}
+	checkTimeline(t, res)
 }
 
 // clockTick is the unit of the CPU times in /proc/PID/stat (USER_HZ,
@@ -451,4 +455,100 @@ echo "E2E:STATUS $(modautoload status --json)"
 		t.Error("the daemon deduplicated nothing")
 	}
 	t.Logf("kernel requests %s; daemon loads %+v", res.Value("XFRM_REQUESTS"), st.Loads)
+}
+
+// timelineReport prints the daemon's load timeline (JSON and text), why
+// virtio_net loaded, and the chart's size.
+const timelineReport = `
+echo "E2E:TIMELINE $(modautoload status --timeline --json)"
+modautoload why virtio_net >/tmp/why.txt; echo "E2E:WHY_RC $?"
+while IFS= read -r l; do echo "E2E:WHY $l"; done </tmp/why.txt
+modautoload status --timeline --svg /tmp/timeline.svg >/tmp/timeline.txt; echo "E2E:TIMELINE_RC $?"
+while IFS= read -r l; do echo "E2E:TL $l"; done </tmp/timeline.txt
+echo "E2E:SVG_BYTES $(wc -c </tmp/timeline.svg)"
+`
+
+// checkTimeline checks the coldplug's timeline: a record per load, times
+// in order, virtio_net asked for by its device's uevent (virtio_pci's
+// probe created that device), the kernel's own requests through the
+// helper, and a critical path ending with the load done last.
+func checkTimeline(t *testing.T, res *Result) {
+	t.Helper()
+	var tl daemon.Timeline
+	if err := json.Unmarshal([]byte(res.Value("TIMELINE")), &tl); err != nil {
+		t.Fatalf("status --timeline --json: %v: %.300q", err, res.Value("TIMELINE"))
+	}
+	st := daemonStatus(t, res)
+	if uint64(len(tl.Records)) < st.Loads.Loaded || tl.Overwritten != 0 {
+		t.Errorf("%d records (%d overwritten) for %d modules loaded", len(tl.Records), tl.Overwritten, st.Loads.Loaded)
+	}
+	var kernelAsked []string
+	var lastDone int64
+	for _, r := range tl.Records {
+		if r.Result == daemon.ResultLoading || r.RequestedNS <= 0 || r.DoneNS < r.RequestedNS ||
+			r.StartedNS != 0 && (r.StartedNS < r.RequestedNS || r.DoneNS < r.StartedNS || r.ReturnedNS < r.StartedNS) {
+			t.Errorf("record %d %s: times out of order or unfinished: %+v", r.ID, r.Module, r)
+		}
+		if r.Asker != nil && r.Asker.Kind == loader.AskedByKernel && r.Asker.PID > 0 {
+			kernelAsked = append(kernelAsked, r.Module)
+		}
+		if tl.Coldplug != nil && r.RequestedNS >= tl.Coldplug.StartNS && r.RequestedNS <= tl.Coldplug.EndNS {
+			lastDone = max(lastDone, r.DoneNS)
+		}
+	}
+	if len(kernelAsked) == 0 {
+		t.Error("no load asked for by the kernel through the helper (the HDA codec driver requests its codecs)")
+	}
+	why := tl.Explain("virtio_net")
+	if len(why.Loads) != 1 {
+		t.Fatalf("virtio_net: %d loads recorded; why says %q", len(why.Loads), res.Lines("WHY"))
+	}
+	vn := why.Loads[0]
+	if a := vn.Asker; a == nil || a.Kind != loader.AskedByUevent || a.Action != "add" || a.Seqnum == 0 || !strings.Contains(a.DevPath, "/virtio") ||
+		!strings.HasPrefix(a.Name, "virtio:") {
+		t.Errorf("virtio_net asked by %+v, want the add uevent of its virtio device", vn.Asker)
+	}
+	if vn.Result != daemon.ResultLive || vn.StartedNS == 0 || vn.ReturnedNS == 0 {
+		t.Errorf("virtio_net: %+v", vn.LoadRecord)
+	}
+	if vn.DeviceOf == nil || vn.DeviceOf.Module != "virtio_pci" {
+		t.Errorf("virtio_net's device appeared below %+v, want virtio_pci's", vn.DeviceOf)
+	}
+	if res.Value("WHY_RC") != "0" || !strings.Contains(strings.Join(res.Lines("WHY"), "\n"), fmt.Sprintf("seqnum %d", vn.Asker.Seqnum)) {
+		t.Errorf("why virtio_net exited %s: %q", res.Value("WHY_RC"), res.Lines("WHY"))
+	}
+	b := tl.Coldplug
+	if b == nil || len(b.CriticalPath) == 0 || b.Open {
+		t.Fatalf("no critical path: %+v", b)
+	}
+	end := b.CriticalPath[len(b.CriticalPath)-1]
+	for _, r := range tl.Records {
+		if r.ID == end.ID && r.DoneNS != lastDone {
+			t.Errorf("the critical path ends with %s, done at %d; the coldplug's last load was done at %d", r.Module, r.DoneNS, lastDone)
+		}
+	}
+	if b.CriticalPath[0].HeldBy != "" {
+		t.Errorf("the critical path starts with a step held by %q", b.CriticalPath[0].HeldBy)
+	}
+	text := strings.Join(res.Lines("TL"), "\n")
+	if res.Value("TIMELINE_RC") != "0" || !strings.Contains(text, "critical path") || !strings.Contains(text, end.Module) {
+		t.Errorf("status --timeline exited %s:\n%s", res.Value("TIMELINE_RC"), text)
+	}
+	if n, _ := strconv.Atoi(res.Value("SVG_BYTES")); n < 1000 {
+		t.Errorf("the chart has %q bytes", res.Value("SVG_BYTES"))
+	}
+	t.Logf("timeline: %d records, %d asked for by the kernel (%v); coldplug %d loads in %.3f s; critical path: %s",
+		len(tl.Records), len(kernelAsked), kernelAsked, b.Loads, float64(b.EndNS-b.StartNS)/1e9, pathModules(b.CriticalPath))
+	t.Logf("why virtio_net:\n%s", strings.Join(res.Lines("WHY"), "\n"))
+}
+
+func pathModules(p []daemon.PathStep) string {
+	var s []string
+	for _, st := range p {
+		if st.HeldBy != "" {
+			s = append(s, "("+st.HeldBy+")")
+		}
+		s = append(s, st.Module)
+	}
+	return strings.Join(s, " ")
 }

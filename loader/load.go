@@ -132,6 +132,9 @@ type Loader struct {
 	// serves with this Loader, and that load would wait for a slot its
 	// requester holds.
 	MaxInKernel int
+	// TimelineSize bounds the load records kept (Timeline): the last
+	// TimelineSize loads; 0 means DefaultTimelineSize, negative none.
+	TimelineSize int
 
 	// MaxInKernel's room: slots in use, and the loads waiting for one,
 	// highest Step.Priority first, then first come.
@@ -151,6 +154,7 @@ type Loader struct {
 	burst    uint64
 	wake     map[string]chan struct{} // closed by ModuleEvent to wake waiters
 	states   map[string]ModuleState
+	tl       timeline
 
 	loaded, failed, dedup, already, waited atomic.Uint64
 	inFlight, inKernel                     atomic.Int64
@@ -164,11 +168,22 @@ type slotWaiter struct {
 type flight struct {
 	done chan struct{}
 	err  error
+
+	// For the timeline: the module, who started the load and when, and
+	// its record once it has one (see record). joined and rec are
+	// guarded by Loader.mu until done is closed.
+	module    string
+	requested int64
+	plan      *planRun // nil for a load outside Load
+	step      int      // the step of plan this load is
+	joined    uint32
+	rec       *Record
 }
 
 type failure struct {
 	err   error
 	burst uint64
+	id    uint64 // the failed load's record, 0 if none
 }
 
 // NewLoader returns a loader using kernel and the sysfs mounted at sysfs.
@@ -242,9 +257,23 @@ func (l *Loader) States() map[string]ModuleState {
 // that failed in this burst fails again at once, unless retry. ctx bounds
 // only this caller's wait: the load itself goes on for the others.
 func (l *Loader) ensure(ctx context.Context, s Step, retry bool) error {
+	return l.ensureStep(ctx, s, retry, nil, 0)
+}
+
+// ensureStep is ensure for step i of plan p, whose state it sets for the
+// timeline: which load it came to (its own, another request's, none) and
+// when it was done.
+func (l *Loader) ensureStep(ctx context.Context, s Step, retry bool, p *planRun, i int) error {
+	outcome := func(id uint64, shared bool) {
+		if p != nil {
+			st := &p.state[i]
+			st.id, st.shared, st.end = id, shared, MonotonicNow()
+		}
+	}
 	if s.Builtin && s.Path == "" && !s.HasInstall {
 		l.already.Add(1)
 		l.setState(s.Name, "builtin", nil)
+		outcome(0, false)
 		return nil
 	}
 	if err := checkModuleName(s.Name); err != nil {
@@ -255,13 +284,23 @@ func (l *Loader) ensure(ctx context.Context, s Step, retry bool) error {
 	switch {
 	case ok:
 		l.dedup.Add(1)
+		f.joined++
+		if f.rec != nil {
+			f.rec.Joined++
+		}
 	case !retry && l.failures[s.Name].err != nil && l.failures[s.Name].burst == l.burst:
-		err := l.failures[s.Name].err
+		fail := l.failures[s.Name]
 		l.mu.Unlock()
 		l.dedup.Add(1)
-		return err
+		outcome(fail.id, true)
+		return fail.err
 	default:
-		f = &flight{done: make(chan struct{})}
+		f = &flight{done: make(chan struct{}), module: s.Name, plan: p, step: i}
+		if p != nil {
+			f.requested = p.requested
+		} else {
+			f.requested = MonotonicNow()
+		}
 		l.inflight[s.Name] = f
 		l.states[s.Name] = ModuleState{State: "loading", Updated: time.Now(), Failures: l.states[s.Name].Failures}
 		l.wg.Add(1)
@@ -271,6 +310,12 @@ func (l *Loader) ensure(ctx context.Context, s Step, retry bool) error {
 	l.mu.Unlock()
 	select {
 	case <-f.done:
+		// f.rec was set, if at all, before done was closed.
+		var id uint64
+		if f.rec != nil {
+			id = f.rec.ID
+		}
+		outcome(id, p == nil || f.plan == nil || f.plan.req != p.req)
 		return f.err
 	case <-ctx.Done():
 		return ctx.Err()
@@ -280,11 +325,16 @@ func (l *Loader) ensure(ctx context.Context, s Step, retry bool) error {
 // fly performs one load for every caller waiting on f.
 func (l *Loader) fly(f *flight, s Step) {
 	defer l.wg.Done()
-	f.err = l.load(s)
+	f.err = l.load(s, f)
+	doneAt := MonotonicNow()
 	l.mu.Lock()
 	delete(l.inflight, s.Name)
+	var id uint64
+	if f.rec != nil {
+		f.rec.Done, f.rec.Err, id = doneAt, f.err, f.rec.ID
+	}
 	if f.err != nil && l.ctx.Err() == nil {
-		l.failures[s.Name] = failure{f.err, l.burst}
+		l.failures[s.Name] = failure{f.err, l.burst, id}
 		l.failed.Add(1)
 	} else {
 		delete(l.failures, s.Name)
@@ -322,13 +372,16 @@ func (l *Loader) setState(name, state string, err error) {
 // load does the work for one module: nothing if live, wait if someone
 // else is loading it, else run its install command or hand its file to
 // the kernel.
-func (l *Loader) load(s Step) error {
-	if done, err := l.settled(s.Name); done {
+func (l *Loader) load(s Step, fl *flight) error {
+	if done, err := l.settled(s.Name, fl); done {
 		return err
 	}
 	if s.HasInstall {
 		// No file lock here: an install command may well run modprobe
 		// for this very module.
+		l.record(fl, OpInstall)
+		l.stamp(fl, started)
+		defer l.stamp(fl, returned)
 		return l.runCommand("install", s.Name, s.Install, s.Options)
 	}
 	if s.Path == "" {
@@ -346,7 +399,7 @@ func (l *Loader) load(s Step) error {
 		return &LoadError{Module: s.Name, Path: s.Path, Op: "lock", Err: err}
 	}
 	// Whoever held the lock has loaded it, or failed, meanwhile.
-	if done, err := l.settled(s.Name); done {
+	if done, err := l.settled(s.Name, fl); done {
 		f.Close()
 		return err
 	}
@@ -360,6 +413,8 @@ func (l *Loader) load(s Step) error {
 		f.Close()
 		return err
 	}
+	l.record(fl, OpLoad)
+	l.stamp(fl, started)
 	result := make(chan error, 1)
 	l.wg.Add(1)
 	l.inKernel.Add(1)
@@ -373,7 +428,9 @@ func (l *Loader) load(s Step) error {
 		defer l.wg.Done()
 		defer l.inKernel.Add(-1)
 		defer f.Close() // and with it the lock
-		result <- l.insertNoting(s, f)
+		err := l.insertNoting(s, f)
+		l.stamp(fl, returned)
+		result <- err
 	}()
 	err = l.untilLive(s.Name, result)
 	release()
@@ -477,9 +534,10 @@ func (l *Loader) wakeChan(name string) chan struct{} {
 }
 
 // settled reports whether sysfs leaves nothing to load: the module is live,
-// or someone else is loading it and we waited for the outcome. A module on
-// its way out is waited for, then loaded again.
-func (l *Loader) settled(name string) (bool, error) {
+// or someone else is loading it and we waited for the outcome (recorded in
+// f's timeline record). A module on its way out is waited for, then loaded
+// again.
+func (l *Loader) settled(name string, f *flight) (bool, error) {
 	st, err := readInitstate(l.Sysfs, name)
 	if err != nil {
 		return true, &LoadError{Module: name, Op: "read initstate", Err: err}
@@ -490,6 +548,7 @@ func (l *Loader) settled(name string) (bool, error) {
 		return true, nil
 	case stateComing:
 		l.waited.Add(1)
+		l.record(f, OpWait)
 		return true, l.waitLive(name)
 	case stateGoing:
 		if err := l.waitGone(name); err != nil {

@@ -88,6 +88,8 @@ type LoadOptions struct {
 	// this burst: the request is explicit (a command line, the kernel's
 	// helper), not one more event of a storm.
 	Retry bool
+	// Asker says who asked, for the timeline's records (Timeline).
+	Asker Asker
 }
 
 // Result is the outcome for one planned module.
@@ -107,6 +109,7 @@ type Result struct {
 func (l *Loader) Load(ctx context.Context, plans []Planned, o LoadOptions) []Result {
 	results := make([]Result, 0, len(plans))
 	seen := map[string]bool{}
+	req := &request{asker: o.Asker}
 	for _, p := range plans {
 		if seen[p.Name] {
 			continue
@@ -114,10 +117,11 @@ func (l *Loader) Load(ctx context.Context, plans []Planned, o LoadOptions) []Res
 		seen[p.Name] = true
 		res := Result{Module: p.Name, Blacklisted: p.Blacklisted, Refused: p.Refused, Err: p.Err}
 		if !p.Blacklisted && !p.Refused && p.Err == nil {
+			run := newPlanRun(req, p.Name, p.Steps, o.Parallel)
 			if o.Parallel {
-				res.Err = l.runParallel(ctx, p.Steps, o.Retry)
+				res.Err = l.runParallel(ctx, run, o.Retry)
 			} else {
-				res.Err = l.run(ctx, p.Steps, o)
+				res.Err = l.run(ctx, run, o)
 			}
 		}
 		results = append(results, res)
@@ -126,12 +130,14 @@ func (l *Loader) Load(ctx context.Context, plans []Planned, o LoadOptions) []Res
 }
 
 // run carries out a plan in order.
-func (l *Loader) run(ctx context.Context, steps []Step, o LoadOptions) error {
-	for _, s := range steps {
+func (l *Loader) run(ctx context.Context, p *planRun, o LoadOptions) error {
+	for i, s := range p.steps {
 		if o.Before != nil {
 			o.Before(s)
 		}
-		if err := l.ensure(ctx, s, o.Retry); err != nil && s.Required {
+		err := l.ensureStep(ctx, s, o.Retry, p, i)
+		p.state[i].err = err
+		if err != nil && s.Required {
 			return err
 		}
 	}
@@ -143,37 +149,33 @@ func (l *Loader) run(ctx context.Context, steps []Step, o LoadOptions) error {
 // for kvm_amd) load at once. A step whose required predecessor failed is
 // not tried; as with run, the first failure of a required step is the
 // result.
-func (l *Loader) runParallel(ctx context.Context, steps []Step, retry bool) error {
-	done := make([]chan struct{}, len(steps))
-	errs := make([]error, len(steps))
-	for i := range steps {
-		done[i] = make(chan struct{})
-	}
+func (l *Loader) runParallel(ctx context.Context, p *planRun, retry bool) error {
+	steps, state := p.steps, p.state
 	var wg sync.WaitGroup
 	for i := range steps {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer close(done[i])
+			defer close(state[i].done)
 			for _, j := range steps[i].After {
 				select {
-				case <-done[j]:
+				case <-state[j].done:
 				case <-ctx.Done():
-					errs[i] = ctx.Err()
+					state[i].err = ctx.Err()
 					return
 				}
-				if errs[j] != nil && steps[j].Required {
-					errs[i] = fmt.Errorf("%s not loaded: %w", steps[i].Name, errs[j])
+				if state[j].err != nil && steps[j].Required {
+					state[i].err = fmt.Errorf("%s not loaded: %w", steps[i].Name, state[j].err)
 					return
 				}
 			}
-			errs[i] = l.ensure(ctx, steps[i], retry)
+			state[i].err = l.ensureStep(ctx, steps[i], retry, p, i)
 		}()
 	}
 	wg.Wait()
 	for i, s := range steps {
-		if errs[i] != nil && s.Required {
-			return errs[i]
+		if state[i].err != nil && s.Required {
+			return state[i].err
 		}
 	}
 	return nil

@@ -65,7 +65,7 @@ func deadline(ctx context.Context) time.Time {
 	return d
 }
 
-const statusHelp = `status [--json | --prometheus] [--control PATH]
+const statusHelp = `status [--json | --prometheus] [--timeline [--svg FILE]] [--control PATH]
 
 Prints the daemon's counters (events received, rejected, malformed,
 defective, overruns, resyncs and dropped; the queue's length and bytes;
@@ -77,17 +77,37 @@ them in the Prometheus text format, as node_exporter's textfile collector
 reads it (the daemon's --prometheus-file writes the same): modautoload_*
 counters and gauges, modules by state, and for each module its failed
 loads (modautoload_module_failures_total) and, while its last load failed,
-its error (modautoload_module_failed). Exit status 1 without a daemon.`
+its error (modautoload_module_failed). Exit status 1 without a daemon.
+
+--timeline prints the daemon's last 256 loads instead (daemon
+--timeline-size): for each, when it was asked for (seconds since boot, as
+dmesg counts), how long it waited before it was handed to the kernel (for
+its dependencies, the module file's lock), how long until it was live,
+when finit_module returned (on Linux 5.18+ after live, once asynchronous
+probes are done), its result with the errno's name, and who asked: a
+uevent (action, device, seqnum, MODALIAS), the coldplug's or a resync's
+sysfs scan, the kernel's request_module through the modprobe helper, a
+static list's file:line, or a command line. Then the coldplug: the loads
+from the daemon's start until it first went quiet as settle sees it, and
+its critical path, the chain of waits that ended last: from the load done
+last back through the dependency it waited for longest, or the load whose
+device its device appeared below, to a load that waited for nothing.
+--svg FILE also draws it, one bar per load as systemd-analyze plot does.
+--json prints the timeline as one JSON object. See also modautoload why.`
 
 func runStatus(ctx context.Context, env *cliEnv, args []string) int {
 	var (
-		s       optSet
-		jsonOut bool
-		promOut bool
-		control = daemon.DefaultControl
+		s        optSet
+		jsonOut  bool
+		promOut  bool
+		timeline bool
+		svgPath  string
+		control  = daemon.DefaultControl
 	)
 	s.boolVar(&jsonOut, 0, "json", "print the status as one JSON object")
 	s.boolVar(&promOut, 0, "prometheus", "print the status in the Prometheus text exposition format")
+	s.boolVar(&timeline, 0, "timeline", "print the load timeline and the coldplug's critical path instead")
+	s.stringVar(&svgPath, 0, "svg", "FILE", "with --timeline, also write the timeline as an SVG chart to FILE")
 	s.stringVar(&control, 0, "control", "PATH", "the daemon's control socket (default "+daemon.DefaultControl+")")
 	rest, code := parseArgs(env, "status", statusHelp, &s, args)
 	if code >= 0 {
@@ -100,6 +120,13 @@ func runStatus(ctx context.Context, env *cliEnv, args []string) int {
 	if jsonOut && promOut {
 		fmt.Fprintln(env.stderr, "modautoload status: --json and --prometheus exclude each other")
 		return 2
+	}
+	if svgPath != "" && !timeline || timeline && promOut {
+		fmt.Fprintln(env.stderr, "modautoload status: --svg needs --timeline, which --prometheus excludes")
+		return 2
+	}
+	if timeline {
+		return statusTimeline(ctx, env, control, jsonOut, svgPath)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()

@@ -28,7 +28,7 @@ import (
 )
 
 const daemonHelp = `daemon [--coldplug] [--static [--initrd]] [--control PATH] [--rcvbuf BYTES] [--jobs N] [--dry-run]
-       [--exit-when-idle D] [--ready-fd N] [--rules PATH]... [--prometheus-file PATH]
+       [--exit-when-idle D] [--ready-fd N] [--rules PATH]... [--prometheus-file PATH] [--timeline-size N]
        [-d DIR] [-S VERSION] [-C PATH]...
 
 Listens for kernel uevents and loads the modules their MODALIAS (or event
@@ -45,7 +45,11 @@ status --prometheus prints) for node_exporter's textfile collector: written
 at start, every --prometheus-interval when the metrics changed, and at exit,
 each time to a temporary file in the same directory renamed over PATH. A
 write that fails is logged once and tried again; one that takes more than
-5s is logged; neither holds back a load.`
+5s is logged; neither holds back a load.
+
+The daemon keeps a record of its last --timeline-size loads (default 256,
+a boot's worth on most machines; about 500 bytes each; 0 keeps none) for
+status --timeline and why.`
 
 // metricsStopBound is how long exit waits for the metrics file's last
 // write: a stuck file system must not keep the daemon from exiting.
@@ -57,24 +61,25 @@ const shutdownBound = 10 * time.Second
 
 func runDaemon(ctx context.Context, env *cliEnv, args []string) int {
 	var (
-		s         optSet
-		mods      moduleOptions
-		logOpts   logOptions
-		coldplug  bool
-		static    bool
-		initrd    bool
-		dryRun    bool
-		control   = daemon.DefaultControl
-		rcvbuf    = uevent.DefaultReadBuffer
-		jobs      = runtime.NumCPU() + 1
-		readyFD   = -1
-		idle      time.Duration
-		rulePaths []string
-		interval  = 3 * time.Second
-		liveBound = loader.DefaultLiveTimeout
-		cmdBound  = loader.DefaultCommandTimeout
-		promFile  string
-		promEvery = 15 * time.Second
+		s            optSet
+		mods         moduleOptions
+		logOpts      logOptions
+		coldplug     bool
+		static       bool
+		initrd       bool
+		dryRun       bool
+		control      = daemon.DefaultControl
+		rcvbuf       = uevent.DefaultReadBuffer
+		jobs         = runtime.NumCPU() + 1
+		readyFD      = -1
+		idle         time.Duration
+		rulePaths    []string
+		interval     = 3 * time.Second
+		liveBound    = loader.DefaultLiveTimeout
+		cmdBound     = loader.DefaultCommandTimeout
+		promFile     string
+		promEvery    = 15 * time.Second
+		timelineSize = loader.DefaultTimelineSize
 	)
 	s.boolVar(&coldplug, 0, "coldplug", "handle every device present at start")
 	s.boolVar(&static, 0, "static", "load modules-load.d, /etc/modules and modules_load= at start, beside coldplug")
@@ -91,6 +96,7 @@ func runDaemon(ctx context.Context, env *cliEnv, args []string) int {
 	s.durationVar(&cmdBound, 0, "command-timeout", "DURATION", "how long a modprobe.d install or remove command may run before it is killed (default "+cmdBound.String()+")")
 	s.stringVar(&promFile, 0, "prometheus-file", "PATH", "keep PATH up to date with the metrics in the Prometheus text format")
 	s.durationVar(&promEvery, 0, "prometheus-interval", "DURATION", "how often --prometheus-file is rewritten when the metrics changed (default 15s)")
+	s.intVar(&timelineSize, 0, "timeline-size", "N", "how many loads the timeline keeps (default 256; 0: none)")
 	mods.register(&s)
 	logOpts.register(&s)
 	rest, code := parseArgs(env, "daemon", daemonHelp, &s, args)
@@ -105,6 +111,10 @@ func runDaemon(ctx context.Context, env *cliEnv, args []string) int {
 	defer closeLog.Close()
 	if len(rest) > 0 {
 		log.Error().Str("argument", rest[0]).Msg("unexpected argument")
+		return 2
+	}
+	if timelineSize < 0 {
+		log.Error().Int("timeline-size", timelineSize).Msg("bad option: --timeline-size must not be negative")
 		return 2
 	}
 	if promFile != "" && (strings.HasSuffix(promFile, "/") || filepath.Base(promFile) == "." || filepath.Base(promFile) == "..") {
@@ -146,6 +156,10 @@ func runDaemon(ctx context.Context, env *cliEnv, args []string) int {
 
 	ld := loader.NewLoader(loader.SystemKernel{}, "/sys")
 	ld.LiveTimeout, ld.CommandTimeout = liveBound, cmdBound
+	ld.TimelineSize = timelineSize
+	if timelineSize == 0 {
+		ld.TimelineSize = -1 // the Loader's 0 is its default
+	}
 	ld.Failed = func(module string, err error) {
 		// ENODEV and ENXIO are the init saying "no such hardware here":
 		// expected on every boot for some aliases (CPU features, ACPI

@@ -32,7 +32,8 @@ var commands = map[string]command{
 	"daemon":      {"load modules for devices as the kernel announces them", runDaemon},
 	"load-static": {"load the modules of modules-load.d, /etc/modules and modules_load=, side by side", runLoadStatic},
 	"settle":      {"wait until the daemon has handled every uevent and no load is in flight", runSettle},
-	"status":      {"print the daemon's counters and module states", runStatus},
+	"status":      {"print the daemon's counters and module states, or its load timeline", runStatus},
+	"why":         {"say why the daemon loaded a module: who asked, what needed it, what it waited for", runWhy},
 }
 
 // cliEnv carries the process's streams so subcommands can be tested.

@@ -188,7 +188,7 @@ func modautoload8(t *testing.T, docs []commandDoc) []byte {
 	}
 	w.Section("exit status")
 	w.Paragraph("0 on success; 1 when the command failed (settle: not settled in time or no daemon; " +
-		"status: no daemon; resolve: an alias matched no module); 2 on bad usage. " +
+		"status: no daemon; why: no daemon, or no load of the module recorded; resolve: an alias matched no module); 2 on bad usage. " +
 		"modprobe exits 0 or 1 as kmod's modprobe does, bad usage included.")
 	w.Section("files")
 	w.Tagged(daemon.DefaultControl, "The daemon's control socket (settle, status, the modprobe helper's loads).")

@@ -170,6 +170,7 @@ func loadViaDaemon(ctx context.Context, log zerolog.Logger, names []string, para
 	for i, name := range names {
 		resp, err := daemon.Ask(ctx, f.control, daemon.Request{
 			Op: "load", Name: name, Params: params, UseBlacklist: f.useBlacklist, IgnoreInstall: f.ignoreInstall,
+			Asker: helperAsker(),
 		}, w)
 		switch {
 		case errors.Is(err, daemon.ErrNoDaemon):

@@ -5,14 +5,17 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/modautoload/modautoload/daemon"
 	"github.com/modautoload/modautoload/e2e"
 )
 
@@ -41,6 +44,8 @@ modautoload settle --timeout 60s
 grep -v '^#' $T/trace | grep ' module_load: ' | while read -r l; do echo "E2E:LOAD $l"; done
 echo "E2E:FINIT $(grep -c 'sys_finit_module(' $T/trace)"
 modautoload status | while IFS= read -r l; do echo "E2E:STATUS $l"; done
+modautoload status --timeline | sed -n '/^coldplug/,$p' | while IFS= read -r l; do echo "E2E:CRITICAL $l"; done
+echo "E2E:TIMELINE $(modautoload status --timeline --json)"
 grep '"uevent dropped"' /tmp/daemon.log | while read -r l; do echo "E2E:REFUSED $l"; done
 `
 
@@ -136,6 +141,42 @@ func report(t e2e.T, res *e2e.Result) {
 	if !strings.HasPrefix(res.Value("SETTLED"), "0 ") {
 		t.Fatalf("settle failed: %q", res.Value("SETTLED"))
 	}
+	critical := res.Lines("CRITICAL")
+	if len(critical) < 2 {
+		t.Fatalf("no critical path in status --timeline: %q", critical)
+	}
+	fmt.Println("the coldplug's timeline (modautoload status --timeline; seconds since boot):")
+	for _, l := range critical {
+		fmt.Println("    " + l)
+	}
+	path, err := writeChart(res.Value("TIMELINE"))
+	if err != nil {
+		t.Fatalf("timeline chart: %v", err)
+	}
+	fmt.Printf("the load timeline as a chart (one bar per load, the critical path outlined): %s\n", path)
+}
+
+// writeChart draws the guest's timeline (status --timeline --json) as
+// status --timeline --svg does in the guest, into MODAUTOLOAD_DEMO_SVG or
+// the temporary directory.
+func writeChart(timelineJSON string) (string, error) {
+	var tl daemon.Timeline
+	if err := json.Unmarshal([]byte(timelineJSON), &tl); err != nil {
+		return "", fmt.Errorf("status --timeline --json: %w", err)
+	}
+	path := os.Getenv("MODAUTOLOAD_DEMO_SVG")
+	if path == "" {
+		path = filepath.Join(os.TempDir(), "modautoload-timeline.svg")
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return "", err
+	}
+	if err := daemon.WriteTimelineSVG(f, &tl); err != nil {
+		f.Close()
+		return "", err
+	}
+	return path, f.Close()
 }
 
 func field(s string, i int) float64 {

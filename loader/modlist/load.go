@@ -208,7 +208,8 @@ func (c *Loading) load(ctx context.Context, e Entry, plans []loader.Planned, err
 	if err != nil {
 		return Outcome{Entry: e, Err: err}
 	}
-	o := Outcome{Entry: e, Modules: c.Loader.Load(ctx, plans, loader.LoadOptions{Parallel: true})}
+	asker := loader.Asker{Kind: loader.AskedByStatic, Name: e.Name, File: e.File, Line: e.Line}
+	o := Outcome{Entry: e, Modules: c.Loader.Load(ctx, plans, loader.LoadOptions{Parallel: true, Asker: asker})}
 	for _, m := range o.Modules {
 		o.kernelBlacklisted = append(o.kernelBlacklisted, slices.Contains(c.KernelBlacklist, m.Module))
 	}
