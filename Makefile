@@ -171,6 +171,23 @@ install: build install-initramfs
 install-initramfs::
 	@:
 
+# initramfs-tools reads hooks and boot scripts from INITRAMFSTOOLSDIR
+# whatever PREFIX; the hook names the binary in SBINDIR. The example
+# configuration goes to /etc/initramfs-tools/conf.d/modautoload.
+INITRAMFSTOOLSDIR ?= /usr/share/initramfs-tools
+install-initramfs::
+	if [ -n "$(INITRAMFSTOOLSDIR)" ]; then \
+		install -d -m 0755 $(DESTDIR)$(INITRAMFSTOOLSDIR)/hooks && \
+		sed -e 's|^BIN=/usr/sbin/modautoload$$|BIN=$(SBINDIR)/modautoload|' dist/initramfs-tools/hooks/modautoload \
+			>$(DESTDIR)$(INITRAMFSTOOLSDIR)/hooks/modautoload && \
+		chmod 0755 $(DESTDIR)$(INITRAMFSTOOLSDIR)/hooks/modautoload && \
+		for s in init-top init-premount init-bottom; do \
+			install -D -m 0755 dist/initramfs-tools/scripts/$$s/modautoload \
+				$(DESTDIR)$(INITRAMFSTOOLSDIR)/scripts/$$s/modautoload || exit 1; \
+		done && \
+		install -D -m 0644 dist/initramfs-tools/modautoload.conf $(DESTDIR)$(DATADIR)/initramfs-tools/modautoload.conf; \
+	fi
+
 # make deb: a Debian package of this tree for GOARCH (default: the Go
 # toolchain's), built with dpkg-deb alone, owned by root without fakeroot.
 # It installs what make install does under /usr, with the OpenRC script as
