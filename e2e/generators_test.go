@@ -543,10 +543,11 @@ const e2eModulesHook = `#!/bin/sh
 manual_add_modules virtio_pci virtio_blk ext4
 `
 
-// TestGeneratorInitramfsTools builds two images with Debian's mkinitramfs
-// against the rig's kernel, one with modautoload's hook enabled
-// (MODAUTOLOAD=y, udev kept with its module loading masked) and the
-// default one, boots both to the virtio-blk root found by label and
+// TestGeneratorInitramfsTools builds three images with Debian's
+// mkinitramfs against the rig's kernel: with modautoload's hook enabled
+// (MODAUTOLOAD=y) and udev kept with its module loading masked, the same
+// without udev (MODAUTOLOAD_UDEV=none: init-bottom moves /dev), and the
+// default one; it boots each to the virtio-blk root found by label and
 // compares who loaded the modules and when the root was mounted.
 func TestGeneratorInitramfsTools(t *testing.T) {
 	Require(t)
@@ -577,8 +578,9 @@ func TestGeneratorInitramfsTools(t *testing.T) {
 		return out, genJob{layers: []string{layer, stage, gen}, argv: []string{"mkinitramfs", "-o", out, k.Version}}
 	}
 	ours, oursJob := job("modautoload", "MODAUTOLOAD=y\nMODAUTOLOAD_UDEV=keep\n")
+	noUdev, noUdevJob := job("modautoload-no-udev", "MODAUTOLOAD=y\nMODAUTOLOAD_UDEV=none\n")
 	def, defJob := job("default", "")
-	runGenerators(t, k, oursJob, defJob)
+	runGenerators(t, k, oursJob, noUdevJob, defJob)
 
 	// The image's modprobe is modautoload: the loads by /sbin/modprobe
 	// below are modautoload's.
@@ -592,11 +594,19 @@ func TestGeneratorInitramfsTools(t *testing.T) {
 	if strings.Contains(cpioListing(t, def, "gzip -dc"), "modautoload") {
 		t.Error("the default image holds modautoload files")
 	}
+	list = cpioListing(t, noUdev, "gzip -dc")
+	for _, gone := range []string{"systemd-udevd", "udevadm", "scripts/init-top/udev"} {
+		if strings.Contains(list, gone) {
+			t.Errorf("the image without udev holds %s", gone)
+		}
+	}
 
 	oursTiming := checkModautoloadBoot(t, "initramfs-tools+modautoload", bootGenerated(t, ours), false)
+	noUdevTiming := checkModautoloadBoot(t, "initramfs-tools+modautoload, no udev", bootGenerated(t, noUdev), false)
 	defTiming := checkDefaultBoot(t, "initramfs-tools default (udev)", bootGenerated(t, def))
-	t.Logf("kernel %s, %s", k.Version, oursTiming)
-	t.Logf("kernel %s, %s", k.Version, defTiming)
+	for _, timing := range []bootTiming{oursTiming, noUdevTiming, defTiming} {
+		t.Logf("kernel %s, %s", k.Version, timing)
+	}
 }
 
 // dracutPackages are Debian's dracut and the udev it puts in the image.
