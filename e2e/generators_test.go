@@ -504,10 +504,11 @@ func checkDefaultBoot(t *testing.T, name string, res *Result) bootTiming {
 	return timing
 }
 
-// cpioListing lists a compressed cpio archive with cpio -tv.
-func cpioListing(t *testing.T, image, decompress string) string {
+// cpioListing lists a gzip-compressed cpio archive (the tests' images)
+// with cpio -tv.
+func cpioListing(t *testing.T, image string) string {
 	t.Helper()
-	cmd := exec.CommandContext(t.Context(), "sh", "-c", decompress+` <"$1" | cpio -tv --quiet`, "sh", image)
+	cmd := exec.CommandContext(t.Context(), "sh", "-c", `gzip -dc <"$1" | cpio -tv --quiet`, "sh", image)
 	out, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("listing %s: %v", image, err)
@@ -584,17 +585,17 @@ func TestGeneratorInitramfsTools(t *testing.T) {
 
 	// The image's modprobe is modautoload: the loads by /sbin/modprobe
 	// below are modautoload's.
-	list := cpioListing(t, ours, "gzip -dc")
+	list := cpioListing(t, ours)
 	for _, want := range []string{"usr/sbin/modprobe -> modautoload", "usr/sbin/modautoload", "scripts/init-top/modautoload",
 		"conf/modautoload.conf", "usr/lib/modautoload/rules.d/80-drivers.rules", "usr/lib/systemd/systemd-udevd"} {
 		if !strings.Contains(list, want) {
 			t.Errorf("the modautoload image lacks %s", want)
 		}
 	}
-	if strings.Contains(cpioListing(t, def, "gzip -dc"), "modautoload") {
+	if strings.Contains(cpioListing(t, def), "modautoload") {
 		t.Error("the default image holds modautoload files")
 	}
-	list = cpioListing(t, noUdev, "gzip -dc")
+	list = cpioListing(t, noUdev)
 	for _, gone := range []string{"systemd-udevd", "udevadm", "scripts/init-top/udev"} {
 		if strings.Contains(list, gone) {
 			t.Errorf("the image without udev holds %s", gone)
@@ -625,11 +626,13 @@ do_strip="no"
 early_microcode="no"
 `
 
-// TestGeneratorDracut builds two images with Debian's dracut against the
-// rig's kernel, one with --add modautoload and the default one, boots both
-// to the virtio-blk root found by label and compares who loaded the
-// modules and when the root was mounted. The host has systemd, so dracut
-// makes systemd initramfs images, as on the distributions that use it.
+// TestGeneratorDracut builds three images with Debian's dracut against
+// the rig's kernel: with --add modautoload, the same with --omit systemd
+// (dracut's init script runs the module's hooks), and the default one; it
+// boots each to the virtio-blk root found by label and compares who
+// loaded the modules and when the root was mounted. The host has systemd,
+// so dracut's images are systemd ones unless told otherwise, as on the
+// distributions that use it.
 func TestGeneratorDracut(t *testing.T) {
 	Require(t)
 	k, err := kernelOnce()
@@ -650,10 +653,12 @@ func TestGeneratorDracut(t *testing.T) {
 			argv: append(append([]string{"dracut", "--quiet", "--kver", k.Version}, args...), "--force", out)}
 	}
 	ours, oursJob := job("modautoload", "--add", "modautoload")
+	// dracut's own init script instead of systemd: the module's hooks.
+	shell, shellJob := job("modautoload-no-systemd", "--add", "modautoload", "--omit", "systemd")
 	def, defJob := job("default")
-	runGenerators(t, k, oursJob, defJob)
+	runGenerators(t, k, oursJob, shellJob, defJob)
 
-	list := cpioListing(t, ours, "gzip -dc")
+	list := cpioListing(t, ours)
 	for _, want := range []string{"usr/sbin/modprobe -> modautoload", "usr/sbin/modautoload",
 		"sysinit.target.wants/modautoload-initrd.service", "initrd.target.wants/modautoload-initrd-settle.service",
 		"etc/udev/rules.d/80-drivers.rules", "usr/lib/modautoload/rules.d/80-drivers.rules"} {
@@ -661,12 +666,25 @@ func TestGeneratorDracut(t *testing.T) {
 			t.Errorf("the modautoload image lacks %s", want)
 		}
 	}
-	if strings.Contains(cpioListing(t, def, "gzip -dc"), "modautoload") {
+	if strings.Contains(cpioListing(t, def), "modautoload") {
 		t.Error("the default image holds modautoload files")
 	}
 
+	list = cpioListing(t, shell)
+	for _, want := range []string{"hooks/pre-udev/00-modautoload-start.sh", "hooks/pre-mount/00-modautoload-settle.sh",
+		"hooks/cleanup/99-modautoload-stop.sh", "usr/sbin/modprobe -> modautoload"} {
+		if !strings.Contains(list, want) {
+			t.Errorf("the modautoload image without systemd lacks %s", want)
+		}
+	}
+	if strings.Contains(list, "modautoload-initrd.service") {
+		t.Error("the image without systemd holds modautoload's units")
+	}
+
 	oursTiming := checkModautoloadBoot(t, "dracut+modautoload", bootGenerated(t, ours), true)
+	shellTiming := checkModautoloadBoot(t, "dracut+modautoload, no systemd", bootGenerated(t, shell), false)
 	defTiming := checkDefaultBoot(t, "dracut default (udev)", bootGenerated(t, def))
-	t.Logf("kernel %s, %s", k.Version, oursTiming)
-	t.Logf("kernel %s, %s", k.Version, defTiming)
+	for _, timing := range []bootTiming{oursTiming, shellTiming, defTiming} {
+		t.Logf("kernel %s, %s", k.Version, timing)
+	}
 }
