@@ -688,3 +688,52 @@ func TestGeneratorDracut(t *testing.T) {
 		t.Logf("kernel %s, %s", k.Version, timing)
 	}
 }
+
+// TestGeneratorFilesCheck checks on the host what the boots above do not
+// reach on every path: the shell syntax of every hook and script with
+// dash and busybox sh (the generators' images run them with busybox or
+// klibc's dash-derived sh; module-setup.sh with bash, as dracut does), and
+// the dracut module's units with systemd-analyze verify, which must print
+// nothing.
+func TestGeneratorFilesCheck(t *testing.T) {
+	if _, err := os.Stat("/bin/busybox"); err != nil {
+		unmet(t, "/bin/busybox not found (apt-get install busybox-static)")
+	}
+	sa, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		unmet(t, "systemd-analyze not found (apt-get install systemd)")
+	}
+	var scripts []string
+	for _, pattern := range []string{"initramfs-tools/hooks/*", "initramfs-tools/scripts/*/*", "dracut/90modautoload/modautoload-*.sh"} {
+		m, err := filepath.Glob(distPath(t, pattern))
+		if err != nil || len(m) == 0 {
+			t.Fatalf("dist/%s: no files (%v)", pattern, err)
+		}
+		scripts = append(scripts, m...)
+	}
+	check := func(argv ...string) {
+		if out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput(); err != nil {
+			t.Errorf("%s: %v\n%s", strings.Join(argv, " "), err, out)
+		}
+	}
+	for _, s := range scripts {
+		check("sh", "-n", s)
+		check("/bin/busybox", "sh", "-n", s)
+	}
+	check("bash", "-n", distPath(t, "dracut/90modautoload/module-setup.sh"))
+
+	root := t.TempDir()
+	units := filepath.Join(root, "etc/systemd/system")
+	writeTree(t, root, 0o755, map[string]string{"usr/sbin/modautoload": "#!/bin/sh\n"})
+	for _, u := range []string{"modautoload-initrd.service", "modautoload-initrd-settle.service"} {
+		data, err := os.ReadFile(distPath(t, "dracut/90modautoload/"+u))
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeTree(t, units, 0o644, map[string]string{u: string(data)})
+	}
+	out, err := exec.Command(sa, "verify", "--root="+root, "modautoload-initrd.service", "modautoload-initrd-settle.service").CombinedOutput()
+	if err != nil || len(out) > 0 {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	}
+}
