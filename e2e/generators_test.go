@@ -256,7 +256,7 @@ var traceArgs = []string{
 
 // bootGenerated boots image to the root filesystem made by rootImage and
 // returns the guest's report.
-func bootGenerated(t *testing.T, image string, kernelArgs ...string) *Result {
+func bootGenerated(t *testing.T, image string) *Result {
 	t.Helper()
 	img := rootImage(t, generatorRootInit)
 	devices, qemuArgs := virtioDisk(img)
@@ -264,7 +264,7 @@ func bootGenerated(t *testing.T, image string, kernelArgs ...string) *Result {
 		Initrd:     image,
 		Devices:    devices,
 		QEMUArgs:   qemuArgs,
-		KernelArgs: append(append([]string{"root=LABEL=" + rootLabel}, traceArgs...), kernelArgs...),
+		KernelArgs: append([]string{"root=LABEL=" + rootLabel}, traceArgs...),
 		MemoryMiB:  1024,
 		Timeout:    120 * time.Second,
 	})
