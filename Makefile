@@ -171,6 +171,39 @@ install: build install-initramfs
 install-initramfs::
 	@:
 
+# initramfs-tools reads hooks and boot scripts from INITRAMFSTOOLSDIR
+# whatever PREFIX; the hook names the binary in SBINDIR. The example
+# configuration goes to /etc/initramfs-tools/conf.d/modautoload.
+INITRAMFSTOOLSDIR ?= /usr/share/initramfs-tools
+install-initramfs::
+	if [ -n "$(INITRAMFSTOOLSDIR)" ]; then \
+		install -d -m 0755 $(DESTDIR)$(INITRAMFSTOOLSDIR)/hooks && \
+		sed -e 's|^BIN=/usr/sbin/modautoload$$|BIN=$(SBINDIR)/modautoload|' dist/initramfs-tools/hooks/modautoload \
+			>$(DESTDIR)$(INITRAMFSTOOLSDIR)/hooks/modautoload && \
+		chmod 0755 $(DESTDIR)$(INITRAMFSTOOLSDIR)/hooks/modautoload && \
+		for s in init-top init-premount init-bottom; do \
+			install -D -m 0755 dist/initramfs-tools/scripts/$$s/modautoload \
+				$(DESTDIR)$(INITRAMFSTOOLSDIR)/scripts/$$s/modautoload || exit 1; \
+		done && \
+		install -D -m 0644 dist/initramfs-tools/modautoload.conf $(DESTDIR)$(DATADIR)/initramfs-tools/modautoload.conf; \
+	fi
+
+# dracut reads its modules from DRACUTMODDIR whatever PREFIX; module-setup.sh
+# names the binary in SBINDIR.
+DRACUTMODDIR ?= /usr/lib/dracut/modules.d
+DRACUT_FILES := modautoload-initrd.service modautoload-initrd-settle.service \
+	modautoload-start.sh modautoload-settle.sh modautoload-stop.sh
+install-initramfs::
+	if [ -n "$(DRACUTMODDIR)" ]; then \
+		d=$(DESTDIR)$(DRACUTMODDIR)/90modautoload && install -d -m 0755 $$d && \
+		sed -e 's|^BIN=/usr/sbin/modautoload$$|BIN=$(SBINDIR)/modautoload|' dist/dracut/90modautoload/module-setup.sh \
+			>$$d/module-setup.sh && chmod 0755 $$d/module-setup.sh && \
+		for f in $(DRACUT_FILES); do \
+			case $$f in *.sh) m=0755 ;; *) m=0644 ;; esac; \
+			install -m $$m dist/dracut/90modautoload/$$f $$d/$$f || exit 1; \
+		done; \
+	fi
+
 # make deb: a Debian package of this tree for GOARCH (default: the Go
 # toolchain's), built with dpkg-deb alone, owned by root without fakeroot.
 # It installs what make install does under /usr, with the OpenRC script as

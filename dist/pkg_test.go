@@ -161,6 +161,13 @@ func TestMakeInstallLaysOutTheDocumentedTree(t *testing.T) {
 					t.Errorf("the OpenRC script does not run %s", sbin)
 				}
 			}
+			// The generators' hooks copy the installed binary into the image.
+			for _, hook := range []string{"usr/share/initramfs-tools/hooks/modautoload", "usr/lib/dracut/modules.d/90modautoload/module-setup.sh"} {
+				data, _ := os.ReadFile(filepath.Join(dest, hook))
+				if !regexp.MustCompile(`(?m)^BIN=` + regexp.QuoteMeta(sbin) + `$`).Match(data) {
+					t.Errorf("/%s does not name %s", hook, sbin)
+				}
+			}
 			sameContents(t, filepath.Join(dest, "usr/lib/modautoload/rules.d/80-drivers.rules"), filepath.Join(repoRoot, "dist/rules.d/80-drivers.rules"))
 			sameContents(t, filepath.Join(dest, c.prefix, "share/man/man8/modautoload.8"), filepath.Join(repoRoot, "dist/man/modautoload.8"))
 			sameContents(t, filepath.Join(dest, c.prefix, "share/man/man5/modautoload-rules.5"), filepath.Join(repoRoot, "dist/man/modautoload-rules.5"))

@@ -29,7 +29,8 @@ func distPath(t *testing.T, rel string) string {
 const rootLabel = "modautoload-root"
 
 // rootImage makes an ext4 image labelled rootLabel holding a static busybox
-// with a few applet links and /sbin/init = initScript, and returns its path.
+// with a few applet links, /etc/os-release and /sbin/init = initScript,
+// and returns its path.
 func rootImage(t *testing.T, initScript string) string {
 	t.Helper()
 	mkfs, err := exec.LookPath("mkfs.ext4")
@@ -37,10 +38,14 @@ func rootImage(t *testing.T, initScript string) string {
 		unmet(t, "mkfs.ext4 not found (apt-get install e2fsprogs)")
 	}
 	tree := t.TempDir()
-	for _, d := range []string{"bin", "sbin", "dev", "proc", "sys", "run", "tmp"} {
+	for _, d := range []string{"bin", "sbin", "etc", "dev", "proc", "sys", "run", "tmp"} {
 		if err := os.Mkdir(filepath.Join(tree, d), 0o755); err != nil {
 			t.Fatal(err)
 		}
+	}
+	// systemd's switch-root (dracut's images) wants an os-release.
+	if err := os.WriteFile(filepath.Join(tree, "etc/os-release"), []byte("ID=modautoload-e2e\n"), 0o644); err != nil {
+		t.Fatal(err)
 	}
 	bb, err := os.ReadFile("/bin/busybox")
 	if err != nil {

@@ -42,6 +42,11 @@ type Scenario struct {
 	// Arch is the guest's architecture; nil is the x86-64 guest. Files
 	// built for it come from BuildBinaryFor.
 	Arch *Arch
+	// Initrd, when set, is a complete initramfs the guest boots instead
+	// of the rig's (an image made by a distribution's generator); Script
+	// and Files must then be empty, and the guest itself must print
+	// E2E:DONE before it powers off.
+	Initrd string
 }
 
 // File is a file added to the guest.
@@ -148,8 +153,15 @@ func Start(ctx context.Context, t T, sc Scenario) *VM {
 	dir := t.TempDir()
 	t0 := time.Now()
 	initrd := filepath.Join(dir, "initrd.cpio")
-	if err := writeInitrd(initrd, base, sc); err != nil {
-		t.Fatalf("e2e: initrd: %v", err)
+	switch {
+	case sc.Initrd == "":
+		if err := writeInitrd(initrd, base, sc); err != nil {
+			t.Fatalf("e2e: initrd: %v", err)
+		}
+	case sc.Script != "" || len(sc.Files) > 0:
+		t.Fatalf("e2e: a Scenario with Initrd takes no Script or Files")
+	default:
+		initrd = sc.Initrd
 	}
 	vm := &VM{t: t, timeout: sc.Timeout, initrdTime: time.Since(t0), changed: make(chan struct{}), done: make(chan struct{})}
 
