@@ -97,6 +97,7 @@ sleep 3
 echo "E2E:LATER $(cut -d' ' -f1 /proc/modules | sort | tr '\n' ' ')"
 echo "E2E:RSS_LATER $(grep -E '^(VmRSS|VmHWM)' /proc/$DAEMON/status | tr -s ' \t' ' ' | tr '\n' ' ')"
 echo "E2E:THREADS $(grep '^Threads:' /proc/$DAEMON/status | tr -dc 0-9)"
+echo "E2E:COMM $(cat /proc/$DAEMON/comm)"
 echo "E2E:INDEX_RSS $(awk '/^[0-9a-f]+-[0-9a-f]+ /{ix = $6 ~ /\/modules\.[a-z.]*bin$/} /^Rss:/{if (ix) kb += $2} END{print kb + 0}' /proc/$DAEMON/smaps)"
 echo "E2E:STAT $(cat /proc/$DAEMON/stat)"
 ` + timelineReport + daemonLog,
@@ -151,6 +152,11 @@ echo "E2E:STAT $(cat /proc/$DAEMON/stat)"
 	// thread kept 17 to 21 threads, and the index pages kept 1.7 MiB. The
 	// bounds catch each of those coming back; the log line reports the
 	// figures.
+	// Executed again without huge pages, the daemon keeps its name (ps,
+	// pgrep and the dist scripts find it by name).
+	if comm := res.Value("COMM"); comm != "modautoload" {
+		t.Errorf("the daemon's process name is %q, want modautoload", comm)
+	}
 	threads, _ := strconv.Atoi(res.Value("THREADS"))
 	indexKB, ierr := strconv.Atoi(res.Value("INDEX_RSS"))
 	t.Logf("daemon after coldplug: %d threads, %d kB of index pages resident", threads, indexKB)

@@ -352,6 +352,7 @@ func notifyReady(fd int, log zerolog.Logger) {
 // too; the process ID stays the same.
 func execWithoutHugePages() {
 	if off, err := unix.PrctlRetInt(unix.PR_GET_THP_DISABLE, 0, 0, 0, 0); err != nil || off == 1 {
+		nameProcess()
 		return
 	}
 	if err := unix.Prctl(unix.PR_SET_THP_DISABLE, 1, 0, 0, 0); err != nil {
@@ -359,4 +360,17 @@ func execWithoutHugePages() {
 	}
 	// On failure (no /proc) the daemon runs on as it is.
 	unix.Exec("/proc/self/exe", os.Args, os.Environ())
+}
+
+// nameProcess gives the process back the name it was started by: the
+// kernel names a process after the file it executes, and the daemon
+// executed again through /proc/self/exe is "exe" to ps, pgrep, pidof and
+// the scripts that stop it. Through /proc/self/comm, the thread group
+// leader's name: PR_SET_NAME would name whichever thread runs this.
+func nameProcess() {
+	name := filepath.Base(os.Args[0])
+	if len(name) > 15 { // the kernel keeps 15 bytes
+		name = name[:15]
+	}
+	os.WriteFile("/proc/self/comm", []byte(name), 0)
 }
