@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"io"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -244,12 +243,4 @@ func (l *Loader) kernelSaid(err error, module string, since time.Duration) error
 	}
 	le.KernelLines = klog.KernelLines(module, since)
 	return err
-}
-
-// insertNoting is insert, with the kernel's own lines attached to a
-// refusal. The clock is read before the call, whatever its outcome: a
-// vDSO read, the only cost on the success path.
-func (l *Loader) insertNoting(s Step, f *os.File) error {
-	since := KernelLogClock()
-	return l.kernelSaid(l.insert(s, f), s.Name, since)
 }

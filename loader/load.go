@@ -415,6 +415,10 @@ func (l *Loader) load(s Step, fl *flight) error {
 	}
 	l.record(fl, OpLoad)
 	l.stamp(fl, started)
+	// The kernel log is read only after a refusal, and only after the
+	// slot and the file's lock are given up: a read of a full log takes
+	// milliseconds. The clock read is the success path's only cost.
+	since := KernelLogClock()
 	result := make(chan error, 1)
 	l.wg.Add(1)
 	l.inKernel.Add(1)
@@ -428,7 +432,7 @@ func (l *Loader) load(s Step, fl *flight) error {
 		defer l.wg.Done()
 		defer l.inKernel.Add(-1)
 		defer f.Close() // and with it the lock
-		err := l.insertNoting(s, f)
+		err := l.insert(s, f)
 		l.stamp(fl, returned)
 		result <- err
 	}()
@@ -445,18 +449,14 @@ func (l *Loader) load(s Step, fl *flight) error {
 		l.waited.Add(1)
 		if werr := l.waitLive(s.Name); werr != nil {
 			if errors.Is(werr, ErrGone) {
-				gone := &LoadError{Module: s.Name, Path: s.Path, Op: "finit_module",
-					Err: fmt.Errorf("its init failed and it is not loaded: %w", unix.EEXIST)}
-				if le := (*LoadError)(nil); errors.As(err, &le) {
-					gone.KernelLines = le.KernelLines
-				}
-				return gone
+				return l.kernelSaid(&LoadError{Module: s.Name, Path: s.Path, Op: "finit_module",
+					Err: fmt.Errorf("its init failed and it is not loaded: %w", unix.EEXIST)}, s.Name, since)
 			}
 			return werr
 		}
 		return nil
 	default:
-		return err
+		return l.kernelSaid(err, s.Name, since)
 	}
 }
 
