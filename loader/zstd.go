@@ -22,9 +22,10 @@ const (
 	zstdSkippableMask = 0xFFFFFFF0
 	zstdSkippable     = 0x184D2A50
 	zstdMaxBlock      = 128 << 10
-	// zstdMaxWindow bounds the window a frame may ask for; zstd --long
-	// uses up to 2 GiB, more than any module needs.
-	zstdMaxWindow = 1 << 31
+	// zstdMaxWindow bounds the window a frame may ask for: more than any
+	// module needs (zstd's own decoder refuses more than 128 MiB unless
+	// told otherwise), and offsets within it fit a 32-bit int.
+	zstdMaxWindow = 1 << 30
 )
 
 // decompressZstd decodes every frame of data, skippable frames skipped,
@@ -822,7 +823,13 @@ func (d *zstdFrame) sequences(out, in []byte) ([]byte, error) {
 		if ofCode > 31 || int(mlCode) >= len(mlBase) || int(llCode) >= len(llBase) {
 			return nil, fmt.Errorf("%w: sequence code out of range", errZstdCorrupt)
 		}
-		offsetValue := 1<<ofCode + int(r.read(int(ofCode)))
+		// Offset code 31 overflows a 32-bit int: bounded by the window
+		// (three more for the repeat codes) before it becomes one.
+		ov := uint64(1)<<ofCode + r.read(int(ofCode))
+		if ov > d.window+3 {
+			return nil, fmt.Errorf("%w: offset beyond the window", errZstdCorrupt)
+		}
+		offsetValue := int(ov)
 		matchLen := int(mlBase[mlCode]) + int(r.read(int(mlExtra[mlCode])))
 		litLen := int(llBase[llCode]) + int(r.read(int(llExtra[llCode])))
 		offset, err := d.offset(offsetValue, litLen)
