@@ -205,3 +205,26 @@ func TestModuleScanOnlyForModuleRules(t *testing.T) {
 		t.Error("scanModules with a module rule did not list the modules")
 	}
 }
+
+// A module still coming (a load in flight) gets no event from the scan:
+// to the rules a module event means live, and its own add@/module event
+// follows once it is.
+func TestModuleScanSkipsModulesComing(t *testing.T) {
+	r := newRig(t, `ACTION=="add", SUBSYSTEM=="module", KERNEL=="c", LOAD="outer"
+`, nil)
+	dir := filepath.Join(r.kernel.Sysfs, "module", "c")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		state string
+		want  int
+	}{{"coming\n", 0}, {"going\n", 0}, {"live\n", 1}} {
+		if err := os.WriteFile(filepath.Join(dir, "initstate"), []byte(c.state), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := r.d.scanModules(); err != nil || n != c.want {
+			t.Errorf("initstate %q: %d events queued (%v), want %d", c.state, n, err, c.want)
+		}
+	}
+}

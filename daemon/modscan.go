@@ -1,9 +1,11 @@
 package daemon
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 
+	"github.com/modautoload/modautoload/internal/sysfsattr"
 	"github.com/modautoload/modautoload/uevent"
 )
 
@@ -17,9 +19,18 @@ func (d *Daemon) scanModules() (queued int, err error) {
 		return 0, nil
 	}
 	// What could be listed is used; the error is the caller's to log.
-	entries, err := os.ReadDir(filepath.Join(d.cfg.Sysfs, "module"))
+	dir := filepath.Join(d.cfg.Sysfs, "module")
+	entries, err := os.ReadDir(dir)
+	var buf [32]byte
 	for _, e := range entries {
 		if !e.IsDir() {
+			continue
+		}
+		// A module still coming (a load in flight, ours at coldplug
+		// among them) gets its own add@/module event once live; a
+		// module event means live to the rules. Built-in modules have
+		// no initstate and count as live, as udev's coldplug has them.
+		if state, rerr := sysfsattr.Read(filepath.Join(dir, e.Name(), "initstate"), buf[:]); rerr == nil && string(bytes.TrimSpace(state)) != "live" {
 			continue
 		}
 		// Through Parse, so a name from sysfs gets the checks a name
