@@ -366,7 +366,7 @@ func TestMetricsFileFailedRenameLeavesNothing(t *testing.T) {
 	if err := os.Mkdir(path, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := writeFileAtomic(path, []byte("x 1\n")); err == nil || !strings.Contains(err.Error(), path) {
+	if err := WriteFileAtomic(path, []byte("x 1\n")); err == nil || !strings.Contains(err.Error(), path) {
 		t.Errorf("error %v, want one naming %s", err, path)
 	}
 	entries, _ := os.ReadDir(dir)

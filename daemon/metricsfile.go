@@ -75,7 +75,7 @@ func (m *MetricsFile) update(last []byte, failing string) ([]byte, string) {
 	})
 	write := m.write
 	if write == nil {
-		write = writeFileAtomic
+		write = WriteFileAtomic
 	}
 	start := time.Now()
 	err := write(m.Path, buf.Bytes())
@@ -94,11 +94,13 @@ func (m *MetricsFile) update(last []byte, failing string) ([]byte, string) {
 	return buf.Bytes(), ""
 }
 
-// writeFileAtomic replaces path with data through a temporary file in
-// the same directory and a rename. The temporary name starts with a dot
+// WriteFileAtomic replaces path with data through a temporary file in
+// the same directory and a rename, so a reader never sees half a file and
+// a symlink planted at a predictable temporary name is never followed
+// (os.CreateTemp: O_EXCL, a random name). The temporary name starts with a dot
 // and does not end in .prom, so the textfile collector never reads it.
 // There is no fsync: after a crash the daemon writes the file anew.
-func writeFileAtomic(path string, data []byte) error {
+func WriteFileAtomic(path string, data []byte) error {
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."
@@ -139,5 +141,5 @@ func metricsFileError(path, step string, err error) error {
 	case errors.As(err, &le):
 		err = le.Err
 	}
-	return fmt.Errorf("metrics file %s: %s: %w", path, step, err)
+	return fmt.Errorf("%s: %s: %w", path, step, err)
 }

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -65,15 +64,7 @@ func writeSVGFile(path string, tl *daemon.Timeline) error {
 	if err := daemon.WriteTimelineSVG(&b, tl); err != nil {
 		return err
 	}
-	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
-	if err := os.WriteFile(tmp, b.Bytes(), 0o644); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return nil
+	return daemon.WriteFileAtomic(path, b.Bytes())
 }
 
 const whyHelp = `why [--json] [--control PATH] MODULE

@@ -4,6 +4,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -168,15 +169,11 @@ func writeChart(timelineJSON string) (string, error) {
 	if path == "" {
 		path = filepath.Join(os.TempDir(), "modautoload-timeline.svg")
 	}
-	f, err := os.Create(path)
-	if err != nil {
+	var b bytes.Buffer
+	if err := daemon.WriteTimelineSVG(&b, &tl); err != nil {
 		return "", err
 	}
-	if err := daemon.WriteTimelineSVG(f, &tl); err != nil {
-		f.Close()
-		return "", err
-	}
-	return path, f.Close()
+	return path, daemon.WriteFileAtomic(path, b.Bytes())
 }
 
 func field(s string, i int) float64 {
