@@ -19,7 +19,8 @@ import (
 // Timeline is what `status --timeline` and `why` show: the loads the
 // daemon's Loader recorded (loader.Record), and for the loads that
 // followed its start (coldplug, static lists) the critical path. Times
-// are nanoseconds of CLOCK_MONOTONIC: since boot, as dmesg counts.
+// are nanoseconds of CLOCK_MONOTONIC: since boot, as systemd-analyze
+// counts.
 type Timeline struct {
 	NowNS int64 `json:"now_ns"`
 	// Size is how many records the daemon keeps; Overwritten, how many

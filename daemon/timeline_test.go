@@ -14,6 +14,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/modautoload/modautoload/loader"
 	"github.com/modautoload/modautoload/loader/loadertest"
@@ -390,5 +391,15 @@ func TestTimelineSVGOddTimelines(t *testing.T) {
 				t.Fatalf("%s: not well-formed: %v", name, err)
 			}
 		}
+	}
+}
+
+// What asked is shown on a terminal: a name chosen by whoever called
+// request_module (crypto-, fs- and net-pf- names carry user text) must not
+// carry escape sequences to it.
+func TestDescribeAskerPrintable(t *testing.T) {
+	got := DescribeAsker(&loader.Asker{Kind: loader.AskedByKernel, Name: "crypto-\x1b[2J\x07evil\xff", PID: 7})
+	if strings.ContainsAny(got, "\x1b\x07") || !utf8.ValidString(got) || !strings.Contains(got, "evil") {
+		t.Errorf("DescribeAsker = %q", got)
 	}
 }

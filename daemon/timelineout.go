@@ -14,6 +14,12 @@ import (
 
 // DescribeAsker says in a few words who asked for a load.
 func DescribeAsker(a *loader.Asker) string {
+	// Names and paths come from uevents and helper requests: printable
+	// only, for the terminal that shows them.
+	return loader.Printable(describeAsker(a), 1024)
+}
+
+func describeAsker(a *loader.Asker) string {
 	if a == nil {
 		return "unknown"
 	}

@@ -112,7 +112,7 @@ func kernelLinesFrom(r io.Reader, module string, since time.Duration) ([]string,
 		if rec.facility != 0 || rec.time < since-kmsgSlack || !namesModule(rec.text, module) {
 			return
 		}
-		line := sanitizeLine(rec.text)
+		line := Printable(rec.text, kmsgMaxLineBytes)
 		switch {
 		case seen[line]:
 		case len(lines) < kmsgMaxLines:
@@ -211,16 +211,17 @@ func namesModule(text, module string) bool {
 	return colon > 0 && !strings.ContainsRune(dev[:colon], ' ')
 }
 
-// sanitizeLine makes a kernel line safe to log: control characters and
-// invalid UTF-8 replaced (the kernel escapes them, a fake log need not),
-// at most kmsgMaxLineBytes long.
-func sanitizeLine(s string) string {
+// Printable makes text from outside (a kernel line, a module name a
+// request_module caller chose) safe to print on a terminal or log:
+// control characters and invalid UTF-8 replaced (the kernel escapes them,
+// a fake log need not), at most max bytes, cut on a character.
+func Printable(s string, max int) string {
 	var b strings.Builder
 	for _, r := range strings.ToValidUTF8(s, "\uFFFD") {
 		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
 			r = '?'
 		}
-		if b.Len()+utf8.RuneLen(r) > kmsgMaxLineBytes {
+		if b.Len()+utf8.RuneLen(r) > max {
 			b.WriteString("…")
 			break
 		}

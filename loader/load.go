@@ -56,7 +56,7 @@ type LoadError struct {
 	// parameter is named with its source.
 	Options     string
 	OptionsFrom []string
-	// Kernel holds the kernel's own lines about the module logged during
+	// KernelLines holds the kernel's own lines about the module logged during
 	// a refused finit_module or init_module (kmsg.go), sanitized.
 	KernelLines []string
 }

@@ -84,8 +84,9 @@ const (
 // Record is one load the Loader carried out: one per module handed to the
 // kernel (or to its install command, or waited for while another process
 // loaded it), not one per request: requests for a module in flight share
-// its record (Joined). Times are nanoseconds of CLOCK_MONOTONIC, the
-// clock of dmesg and systemd-analyze (time since boot); 0 is not reached.
+// its record (Joined). Times are nanoseconds of CLOCK_MONOTONIC (time
+// since boot, systemd-analyze's clock; dmesg's runs raw, unslewed by NTP:
+// see kmsgSlack); 0 is not reached.
 type Record struct {
 	// ID numbers the records from 1 in the order their loads started.
 	ID     uint64

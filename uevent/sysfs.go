@@ -117,6 +117,9 @@ func (w *Walker) walkDir(fd, rootLen, depth int, fn func(Event) error) error {
 	defer unix.Close(fd)
 	lv := w.level(depth)
 	hasUevent, err := w.readDir(fd, lv)
+	if errors.Is(err, ErrBudgetExceeded) {
+		return err
+	}
 	if err != nil {
 		if depth == 0 {
 			return &os.PathError{Op: "readdir", Path: string(w.path), Err: err}
@@ -200,7 +203,10 @@ func (w *Walker) readDir(fd int, lv *level) (bool, error) {
 			}
 			if typ == unix.DT_UNKNOWN {
 				var st unix.Stat_t
-				if unix.Fstatat(fd, string(name), &st, unix.AT_SYMLINK_NOFOLLOW) != nil {
+				if err := unix.Fstatat(fd, string(name), &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+					if err := w.skip(&os.PathError{Op: "stat", Path: string(w.path) + "/" + string(name), Err: err}); err != nil {
+						return false, err
+					}
 					continue
 				}
 				if st.Mode&unix.S_IFMT == unix.S_IFDIR {

@@ -23,21 +23,20 @@ waited for.`
 func runSettle(ctx context.Context, env *cliEnv, args []string) int {
 	var (
 		s       optSet
-		timeout = "120s"
+		timeout = 120 * time.Second
 		control = daemon.DefaultControl
 	)
-	s.stringVar(&timeout, 't', "timeout", "DURATION", "give up after DURATION (default 120s)")
+	s.durationVar(&timeout, 't', "timeout", "DURATION", "give up after DURATION (default 120s)")
 	s.stringVar(&control, 0, "control", "PATH", "the daemon's control socket (default "+daemon.DefaultControl+")")
 	rest, code := parseArgs(env, "settle", settleHelp, &s, args)
 	if code >= 0 {
 		return code
 	}
-	d, err := time.ParseDuration(timeout)
-	if err != nil || d <= 0 || len(rest) > 0 {
-		fmt.Fprintf(env.stderr, "modautoload settle: bad timeout %q or extra arguments\n", timeout)
+	if len(rest) > 0 {
+		fmt.Fprintf(env.stderr, "modautoload settle: unexpected argument %q\n", rest[0])
 		return 2
 	}
-	ctx, cancel := context.WithTimeout(ctx, d)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	for {
 		resp, err := daemon.Ask(ctx, control, daemon.Request{Op: "settle", TimeoutMS: time.Until(deadline(ctx)).Milliseconds()}, daemon.Waits{})

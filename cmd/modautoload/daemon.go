@@ -59,6 +59,9 @@ const metricsStopBound = 5 * time.Second
 // kernel.
 const shutdownBound = 10 * time.Second
 
+// maxTimelineSize bounds --timeline-size: 32 MiB of records.
+const maxTimelineSize = 65536
+
 func runDaemon(ctx context.Context, env *cliEnv, args []string) int {
 	var (
 		s            optSet
@@ -113,8 +116,10 @@ func runDaemon(ctx context.Context, env *cliEnv, args []string) int {
 		log.Error().Str("argument", rest[0]).Msg("unexpected argument")
 		return 2
 	}
-	if timelineSize < 0 {
-		log.Error().Int("timeline-size", timelineSize).Msg("bad option: --timeline-size must not be negative")
+	// A record and what it holds is about 500 bytes, and `status
+	// --timeline` answers with all of them.
+	if timelineSize < 0 || timelineSize > maxTimelineSize {
+		log.Error().Int("timeline-size", timelineSize).Msgf("bad option: --timeline-size must be 0 to %d", maxTimelineSize)
 		return 2
 	}
 	if promFile != "" && (strings.HasSuffix(promFile, "/") || filepath.Base(promFile) == "." || filepath.Base(promFile) == "..") {

@@ -71,6 +71,9 @@ func Readlinkat(dirfd int, name, buf []byte) ([]byte, error) {
 	if errno != 0 {
 		return nil, errno
 	}
+	if int(n) == len(buf) { // readlink truncates silently
+		return nil, unix.ENAMETOOLONG
+	}
 	return buf[:n], nil
 }
 

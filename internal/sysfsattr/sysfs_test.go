@@ -53,3 +53,27 @@ func BenchmarkRead(b *testing.B) {
 		}
 	}
 }
+
+// A link target as long as the buffer may have been cut: refused, never
+// taken as the whole target.
+func TestReadlinkatRefusesTruncated(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Symlink("../../bus/virtio", filepath.Join(dir, "subsystem")); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := syscall.Open(dir, syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	name := []byte("subsystem\x00")
+	if got, err := Readlinkat(fd, name, make([]byte, 64)); err != nil || string(got) != "../../bus/virtio" {
+		t.Errorf("whole target: %q, %v", got, err)
+	}
+	if got, err := Readlinkat(fd, name, make([]byte, len("../../bus/virtio"))); !errors.Is(err, syscall.ENAMETOOLONG) {
+		t.Errorf("target filling the buffer: %q, %v; want ENAMETOOLONG", got, err)
+	}
+	if _, err := Readlinkat(fd, []byte("subsystem"), make([]byte, 64)); err == nil {
+		t.Error("a name without its NUL was used")
+	}
+}
