@@ -252,17 +252,12 @@ func (l *Loader) States() map[string]ModuleState {
 	return out
 }
 
-// ensure makes the module of one plan step built in or live. A module
-// another caller is loading is waited for and its result shared; a module
-// that failed in this burst fails again at once, unless retry. ctx bounds
-// only this caller's wait: the load itself goes on for the others.
-func (l *Loader) ensure(ctx context.Context, s Step, retry bool) error {
-	return l.ensureStep(ctx, s, retry, nil, 0)
-}
-
-// ensureStep is ensure for step i of plan p, whose state it sets for the
-// timeline: which load it came to (its own, another request's, none) and
-// when it was done.
+// ensureStep makes the module of step i of plan p built in or live, and
+// sets the step's state for the timeline: which load it came to (its own,
+// another request's, none) and when it was done. A module another caller
+// is loading is waited for and its result shared; a module that failed in
+// this burst fails again at once, unless retry. ctx bounds only this
+// caller's wait: the load itself goes on for the others.
 func (l *Loader) ensureStep(ctx context.Context, s Step, retry bool, p *planRun, i int) error {
 	outcome := func(id uint64, shared bool) {
 		if p != nil {

@@ -640,3 +640,12 @@ func probe(l *Loader, r *Resolver, name string, ro ResolveOptions, lo LoadOption
 	}
 	return l.Load(context.Background(), plans, lo), nil
 }
+
+// ensure makes the module of one plan step built in or live. A module
+// another caller is loading is waited for and its result shared; a module
+// that failed in this burst fails again at once, unless retry. ctx bounds
+// only this caller's wait: the load itself goes on for the others.
+// (Tests only: the Loader's callers go through Load and its plans.)
+func (l *Loader) ensure(ctx context.Context, s Step, retry bool) error {
+	return l.ensureStep(ctx, s, retry, nil, 0)
+}
