@@ -279,9 +279,13 @@ func (l *Loader) ensureStep(ctx context.Context, s Step, retry bool, p *planRun,
 	switch {
 	case ok:
 		l.dedup.Add(1)
-		f.joined++
-		if f.rec != nil {
-			f.rec.Joined++
+		// Another plan of the same request (two devices of one event's
+		// module set) is not another request.
+		if f.plan == nil || p == nil || f.plan.req != p.req {
+			f.joined++
+			if f.rec != nil {
+				f.rec.Joined++
+			}
 		}
 	case !retry && l.failures[s.Name].err != nil && l.failures[s.Name].burst == l.burst:
 		fail := l.failures[s.Name]
