@@ -109,49 +109,19 @@ func benchColdplug(ctx context.Context, rounds int, out, only string) error {
 			return fmt.Errorf("-only %s: the parts are udevd, kmod, mdev, modautoload, helper", only)
 		}
 	}
-	logDir := filepath.Join(out, "bench-logs")
-	if err := os.MkdirAll(logDir, 0o755); err != nil {
+	results, waitedAll, err := runRounds(ctx, approaches, rounds, out, "", runRound, func(a approach, s *sample) {
+		fmt.Fprintf(os.Stderr, "bench: %s: %d modules, last live at %.2f s, %d finit_module calls, agent user CPU %.2f s (guest ran %.0f s)\n",
+			a.name, len(s.modules), s.coldplug, s.finit, s.agentUser, s.guest.Seconds())
+		if len(s.hotplugs) > 0 {
+			var reactions []float64
+			for _, h := range s.hotplugs {
+				reactions = append(reactions, h.reaction*1000)
+			}
+			fmt.Fprintf(os.Stderr, "bench: %s: hotplug reaction %s ms\n", a.name, summarize(reactions).format(1))
+		}
+	})
+	if err != nil {
 		return err
-	}
-
-	results := make([]*result, len(approaches))
-	for i, a := range approaches {
-		results[i] = &result{approach: a}
-		if a.skip != "" {
-			fmt.Fprintf(os.Stderr, "bench: skipping %s: %s\n", a.name, a.skip)
-		}
-	}
-	var waitedAll time.Duration
-	for r := 1; r <= rounds; r++ {
-		for _, res := range results {
-			a := res.approach
-			if a.skip != "" {
-				continue
-			}
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			waited := awaitOtherGuests(ctx, 10*time.Minute)
-			waitedAll += waited
-			fmt.Fprintf(os.Stderr, "bench: round %d/%d: %s\n", r, rounds, a.name)
-			s, err := runRound(ctx, a, logDir, r)
-			if err != nil {
-				fmt.Fprintf(os.Stderr, "bench: %s round %d failed: %v\n", a.name, r, err)
-				res.errs = append(res.errs, fmt.Sprintf("round %d: %v", r, err))
-				continue
-			}
-			s.waited = waited
-			res.samples = append(res.samples, s)
-			fmt.Fprintf(os.Stderr, "bench: %s: %d modules, last live at %.2f s, %d finit_module calls, agent user CPU %.2f s (guest ran %.0f s)\n",
-				a.name, len(s.modules), s.coldplug, s.finit, s.agentUser, s.guest.Seconds())
-			if len(s.hotplugs) > 0 {
-				var reactions []float64
-				for _, h := range s.hotplugs {
-					reactions = append(reactions, h.reaction*1000)
-				}
-				fmt.Fprintf(os.Stderr, "bench: %s: hotplug reaction %s ms\n", a.name, summarize(reactions).format(1))
-			}
-		}
 	}
 
 	var helper *helperResult
@@ -278,4 +248,48 @@ func describe(ctx context.Context, kernel, udev string, rounds int, wall, waited
 		wall:       wall,
 		waited:     waited,
 	}
+}
+
+// runRounds boots rounds guests per approach, the approaches interleaved
+// within each round, each once the host is free of other guests; a failed
+// round is noted in its result, not fatal. kind names the rounds in the
+// progress lines ("static " or ""); done reports each sample.
+func runRounds(ctx context.Context, approaches []approach, rounds int, out, kind string,
+	run func(context.Context, approach, string, int) (*sample, error), done func(approach, *sample)) ([]*result, time.Duration, error) {
+	logDir := filepath.Join(out, "bench-logs")
+	if err := os.MkdirAll(logDir, 0o755); err != nil {
+		return nil, 0, err
+	}
+	results := make([]*result, len(approaches))
+	for i, a := range approaches {
+		results[i] = &result{approach: a}
+		if a.skip != "" {
+			fmt.Fprintf(os.Stderr, "bench: skipping %s: %s\n", a.name, a.skip)
+		}
+	}
+	var waitedAll time.Duration
+	for r := 1; r <= rounds; r++ {
+		for _, res := range results {
+			a := res.approach
+			if a.skip != "" {
+				continue
+			}
+			if err := ctx.Err(); err != nil {
+				return nil, 0, err
+			}
+			waited := awaitOtherGuests(ctx, 10*time.Minute)
+			waitedAll += waited
+			fmt.Fprintf(os.Stderr, "bench: %sround %d/%d: %s\n", kind, r, rounds, a.name)
+			s, err := run(ctx, a, logDir, r)
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "bench: %s round %d failed: %v\n", a.name, r, err)
+				res.errs = append(res.errs, fmt.Sprintf("round %d: %v", r, err))
+				continue
+			}
+			s.waited = waited
+			res.samples = append(res.samples, s)
+			done(a, s)
+		}
+	}
+	return results, waitedAll, nil
 }

@@ -144,41 +144,12 @@ func benchStatic(ctx context.Context, rounds int, out string, only []string) err
 			return fmt.Errorf("-only %s: the static approaches are static-kmod, static-kmod-a, static-systemd, static-modautoload", strings.Join(only, ","))
 		}
 	}
-	logDir := filepath.Join(out, "bench-logs")
-	if err := os.MkdirAll(logDir, 0o755); err != nil {
+	results, waitedAll, err := runRounds(ctx, approaches, rounds, out, "static ", runStaticRound, func(a approach, s *sample) {
+		fmt.Fprintf(os.Stderr, "bench: %s: all live at %.2f s, exited at %.2f s, %d finit_module calls\n",
+			a.name, s.coldplug, s.done, s.finit)
+	})
+	if err != nil {
 		return err
-	}
-	results := make([]*result, len(approaches))
-	for i, a := range approaches {
-		results[i] = &result{approach: a}
-		if a.skip != "" {
-			fmt.Fprintf(os.Stderr, "bench: skipping %s: %s\n", a.name, a.skip)
-		}
-	}
-	var waitedAll time.Duration
-	for r := 1; r <= rounds; r++ {
-		for _, res := range results {
-			a := res.approach
-			if a.skip != "" {
-				continue
-			}
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			waited := awaitOtherGuests(ctx, 10*time.Minute)
-			waitedAll += waited
-			fmt.Fprintf(os.Stderr, "bench: static round %d/%d: %s\n", r, rounds, a.name)
-			s, err := runStaticRound(ctx, a, logDir, r)
-			if err != nil {
-				fmt.Fprintf(os.Stderr, "bench: %s round %d failed: %v\n", a.name, r, err)
-				res.errs = append(res.errs, fmt.Sprintf("round %d: %v", r, err))
-				continue
-			}
-			s.waited = waited
-			res.samples = append(res.samples, s)
-			fmt.Fprintf(os.Stderr, "bench: %s: all live at %.2f s, exited at %.2f s, %d finit_module calls\n",
-				a.name, s.coldplug, s.done, s.finit)
-		}
 	}
 	env := describe(ctx, k.Version, "", rounds, time.Since(start), waitedAll)
 	md := staticMarkdown(env, results)
