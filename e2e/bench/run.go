@@ -86,19 +86,26 @@ func runRound(ctx context.Context, a approach, logDir string, round int) (*sampl
 	return s, nil
 }
 
+// guestWindow parses a round's trace and its window from the start
+// marker to the settled one; a trace that lost events is refused.
+func guestWindow(res *e2e.Result) (*timeline, window, error) {
+	if v := res.Value("TRACE_OVERRUN"); v != "0" {
+		return nil, window{}, fmt.Errorf("the guest's trace buffer lost events (overrun %q): the figures would be wrong", v)
+	}
+	tl, err := parseTrace(res.Lines("TRACE"))
+	if err != nil {
+		return nil, window{}, err
+	}
+	w, err := tl.between("start", "settled")
+	return tl, w, err
+}
+
 // parseSample turns a guest's report into a sample.
 func parseSample(res *e2e.Result, a approach) (*sample, error) {
 	if rc := res.Value("SETTLE_RC"); rc != "" && rc != "0" {
 		return nil, fmt.Errorf("settle exited %s", rc)
 	}
-	if v := res.Value("TRACE_OVERRUN"); v != "0" {
-		return nil, fmt.Errorf("the guest's trace buffer lost events (overrun %q): the figures would be wrong", v)
-	}
-	tl, err := parseTrace(res.Lines("TRACE"))
-	if err != nil {
-		return nil, err
-	}
-	w, err := tl.between("start", "settled")
+	tl, w, err := guestWindow(res)
 	if err != nil {
 		return nil, err
 	}

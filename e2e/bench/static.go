@@ -107,14 +107,7 @@ func parseStaticSample(res *e2e.Result) (*sample, error) {
 	if rc := res.Value("RC"); rc != "0" {
 		return nil, fmt.Errorf("the tool exited %q (its log: %s)", rc, strings.Join(res.Lines("AGENT_LOG"), " | "))
 	}
-	if v := res.Value("TRACE_OVERRUN"); v != "0" {
-		return nil, fmt.Errorf("the guest's trace buffer lost events (overrun %q): the figures would be wrong", v)
-	}
-	tl, err := parseTrace(res.Lines("TRACE"))
-	if err != nil {
-		return nil, err
-	}
-	w, err := tl.between("start", "settled")
+	tl, w, err := guestWindow(res)
 	if err != nil {
 		return nil, err
 	}
