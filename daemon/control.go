@@ -386,7 +386,9 @@ func (d *Daemon) answer(ctx context.Context, req Request) Response {
 		if req.Name == "" {
 			return Response{Error: "load: no name"}
 		}
-		return d.Load(ctx, req)
+		resp := d.Load(ctx, req)
+		d.dropIndexPages()
+		return resp
 	}
 	return Response{Error: fmt.Sprintf("unknown op %q", req.Op)}
 }

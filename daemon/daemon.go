@@ -397,6 +397,7 @@ func (d *Daemon) worker(ctx context.Context) {
 			return
 		}
 		d.handle(ctx, &e.ev)
+		d.dropIndexPages()
 		d.mu.Lock()
 		d.queue.finish(e)
 		trim := false
@@ -409,15 +410,24 @@ func (d *Daemon) worker(ctx context.Context) {
 		d.changed.Broadcast()
 		d.mu.Unlock()
 		if trim {
-			// A scan's burst grew the heap and touched most of the
-			// indexes; give both back to the system (an initramfs or
-			// a small device has little to spare). Index pages stay in
-			// the page cache; a later lookup maps the few it needs.
+			// A scan's burst grew the heap; give it back to the
+			// system (an initramfs or a small device has little to
+			// spare).
 			debug.FreeOSMemory()
-			if err := d.cfg.Resolver.DropPages(); err != nil {
-				d.cfg.Log.Debug().Err(err).Msg("cannot drop the index pages")
-			}
 		}
+	}
+}
+
+// dropIndexPages unmaps the index pages a request's lookups mapped (with
+// the kernel's fault-around, 64 KiB for each page touched): kept over a
+// coldplug they were 1.7 MiB of its 8.4 MiB resident peak. They stay in
+// the page cache (in an initramfs, in memory either way), from which the
+// next lookup maps the few it needs: what this lowers is the resident set
+// charged to the daemon (ps, top, the OOM killer's score), at no cost
+// measured. Nothing to do, and no system call, if nothing was looked up.
+func (d *Daemon) dropIndexPages() {
+	if err := d.cfg.Resolver.DropPages(); err != nil {
+		d.cfg.Log.Debug().Err(err).Msg("cannot drop the index pages")
 	}
 }
 

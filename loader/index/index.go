@@ -45,7 +45,8 @@ type Index interface {
 	SearchWild(key string) ([]Value, error)
 	// DropPages lets the kernel take the index's pages out of the
 	// process's resident memory until the next lookup faults them back
-	// from the page cache (a daemon's index is idle between bursts).
+	// from the page cache (a daemon drops them after each request). It
+	// does nothing if no lookup ran since the last call.
 	DropPages() error
 	// Close releases the index; it must not be used afterwards.
 	Close() error

@@ -8,6 +8,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/modautoload/modautoload/internal/regfile"
 
@@ -56,6 +57,10 @@ type Trie struct {
 	data   []byte
 	mapped bool
 	root   uint32
+	// touched says a lookup may have faulted pages in since the last
+	// DropPages, which has nothing to do (and skips its system call)
+	// otherwise.
+	touched atomic.Bool
 
 	// subtrees caches the keys below wildcard branches (subtreeKey to
 	// []storedKey), filled as searches visit them.
@@ -113,7 +118,7 @@ func NewTrie(name string, data []byte) (*Trie, error) {
 func (t *Trie) DropPages() error {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
-	if !t.mapped || t.data == nil {
+	if !t.mapped || t.data == nil || !t.touched.Swap(false) {
 		return nil
 	}
 	return unix.Madvise(t.data, unix.MADV_DONTNEED)
@@ -264,6 +269,7 @@ func (t *Trie) lookup(fn func() error) (err error) {
 	if t.data == nil {
 		return fmt.Errorf("%s: %w", t.name, ErrClosed)
 	}
+	t.touched.Store(true)
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {

@@ -488,7 +488,8 @@ func mappedRss(t *testing.T, path string) int {
 }
 
 // DropPages takes the mapping out of the resident set; lookups afterwards
-// read the same data back.
+// read the same data back, and the next DropPages drops what they mapped
+// (it skips its system call only when nothing was looked up).
 func TestDropPages(t *testing.T) {
 	path, err := filepath.Abs(filepath.Join(fixtureDir, "modules.alias.bin"))
 	if err != nil {
@@ -512,8 +513,20 @@ func TestDropPages(t *testing.T) {
 	if kb := mappedRss(t, path); kb != 0 {
 		t.Errorf("%d kB of the index still resident after DropPages", kb)
 	}
+	if ix.touched.Load() {
+		t.Error("the index counts as touched right after DropPages")
+	}
 	after, err := ix.SearchWild("acpi:ACPI0007:")
 	if err != nil || !reflect.DeepEqual(after, before) {
 		t.Errorf("after DropPages: %v, %v; before: %v", after, err, before)
+	}
+	if kb := mappedRss(t, path); kb == 0 {
+		t.Fatal("the index is not resident after a lookup following DropPages")
+	}
+	if err := ix.DropPages(); err != nil {
+		t.Fatal(err)
+	}
+	if kb := mappedRss(t, path); kb != 0 {
+		t.Errorf("%d kB of the index still resident after the second DropPages", kb)
 	}
 }
