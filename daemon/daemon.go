@@ -119,6 +119,9 @@ func New(cfg Config) (*Daemon, error) {
 	if cfg.Rules == nil {
 		cfg.Rules = func() *rules.EventRules { return nil }
 	}
+	// read passes every module uevent and every overrun on to the
+	// loader, whose own loads then need not poll sysfs.
+	cfg.Loader.ModuleEvents = true
 	d := &Daemon{cfg: cfg, queue: newEventQueue(), lastSeq: cfg.StartSeqnum}
 	d.static = StaticStatus{Listed: len(cfg.Static), Done: len(cfg.Static) == 0}
 	d.changed = sync.NewCond(&d.mu)
@@ -231,6 +234,7 @@ func (d *Daemon) idleLocked() bool {
 func (d *Daemon) read(ctx context.Context) error {
 	overrun := func() {
 		d.cfg.Log.Warn().Msg("resyncing from sysfs")
+		d.cfg.Loader.WakeAll()
 		d.requestResync()
 	}
 	for {

@@ -62,6 +62,7 @@ func WritePrometheus(w io.Writer, st Status) error {
 		{"modautoload_load_requests_deduplicated_total", "Load requests answered by a load in flight or a failure of the same burst.", "counter", value(l.Deduplicated)},
 		{"modautoload_load_requests_already_live_total", "Load requests for modules already live or built in.", "counter", value(l.AlreadyLive)},
 		{"modautoload_modules_waited_total", "Modules another loader was loading, waited for until live.", "counter", value(l.Waited)},
+		{"modautoload_initstate_polls_total", "Reads of /sys/module/NAME/initstate by waits that no uevent ended first.", "counter", value(l.Polls)},
 		{"modautoload_loads_in_flight", "Module loads callers are waiting for.", "gauge", signed(l.InFlight)},
 		{"modautoload_loads_in_kernel", "finit_module calls not yet returned, loads given up on included.", "gauge", signed(l.InKernel)},
 		{"modautoload_queue_events", "Events queued.", "gauge", signed(int64(st.Queue))},

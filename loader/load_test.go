@@ -632,6 +632,64 @@ func TestLiveBeforeFinitReturns(t *testing.T) {
 	}
 }
 
+// With every module uevent reported (the daemon), our own load ends on
+// its live uevent and polls sysfs only as a safety net: a few reads for a
+// 400 ms init where the one-shot tools' backoff makes a dozen.
+func TestOwnLoadEndsOnItsUevent(t *testing.T) {
+	for _, wired := range []bool{true, false} {
+		dir := loadertest.ModuleTree(t, nil, []string{"sym53c8xx"})
+		k := loadertest.NewKernel(t, map[string]loadertest.Module{"sym53c8xx": {Init: 400 * time.Millisecond, Linger: time.Second}})
+		l := newTestLoader(t, k)
+		if wired {
+			l.ModuleEvents = true
+			k.Live = l.ModuleEvent
+		}
+		start := time.Now()
+		if err := l.ensure(context.Background(), step(dir, "sym53c8xx"), false); err != nil {
+			t.Fatal(err)
+		}
+		d, polls := time.Since(start), l.Stats().Polls
+		t.Logf("events wired %v: live after %s, %d polls", wired, d, polls)
+		if d > time.Second {
+			t.Errorf("events wired %v: returned after %s, not when the module went live", wired, d)
+		}
+		if wired && polls > 3 {
+			t.Errorf("%d initstate polls during a 400 ms init whose uevent ends the wait, want at most 3", polls)
+		}
+		if !wired && polls < 8 {
+			t.Errorf("%d initstate polls during a 400 ms init without uevents, want the backoff's 8 or more", polls)
+		}
+	}
+}
+
+// An overrun may have taken a live uevent with it: WakeAll makes the
+// waits look at sysfs at once instead of at their next, distant poll.
+func TestWakeAllAfterLostEvents(t *testing.T) {
+	dir := loadertest.ModuleTree(t, nil, []string{"sym53c8xx"})
+	k := loadertest.NewKernel(t, map[string]loadertest.Module{"sym53c8xx": {Init: 400 * time.Millisecond, Linger: time.Second}})
+	l := newTestLoader(t, k)
+	l.ModuleEvents = true // but the live uevent is lost: k.Live unset
+	woke := make(chan time.Time, 1)
+	k.Live = func(string) {
+		go func() {
+			time.Sleep(50 * time.Millisecond)
+			woke <- time.Now()
+			l.WakeAll()
+		}()
+	}
+	if err := l.ensure(context.Background(), step(dir, "sym53c8xx"), false); err != nil {
+		t.Fatal(err)
+	}
+	// The safety net's polls come at 50, 150, 350 and 750 ms: live at
+	// 400 ms is seen at 750 unless WakeAll (at 450) ends the wait.
+	if d := time.Since(<-woke); d > 200*time.Millisecond {
+		t.Errorf("the wait ended %s after WakeAll", d)
+	}
+	if polls := l.Stats().Polls; polls > 3 {
+		t.Errorf("%d polls, want at most 3 before WakeAll", polls)
+	}
+}
+
 // probe resolves name and loads what it resolves to, as the commands do.
 func probe(l *Loader, r *Resolver, name string, ro ResolveOptions, lo LoadOptions) ([]Result, error) {
 	plans, err := r.Resolve(name, ro)

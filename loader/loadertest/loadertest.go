@@ -23,7 +23,10 @@ import (
 type Kernel struct {
 	// Sysfs is the fake sysfs root: pass it to the loader.
 	Sysfs string
-	mods  map[string]Module
+	// Live, if set, is told of each module going live, as the kernel
+	// sends add@/module/NAME then. Set it before the first load.
+	Live func(name string)
+	mods map[string]Module
 
 	mu      sync.Mutex
 	calls   []string // module names in call order; "-NAME" for unloads
@@ -151,6 +154,9 @@ func (k *Kernel) run(name string, m Module) error {
 		return m.Fail
 	}
 	WriteState(dir, "live")
+	if k.Live != nil {
+		k.Live(name)
+	}
 	time.Sleep(m.Linger)
 	return nil
 }
