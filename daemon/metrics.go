@@ -72,8 +72,8 @@ func WritePrometheus(w io.Writer, st Status) error {
 		{"modautoload_uevent_last_seqnum", "Highest kernel uevent sequence number received or covered by a scan.", "gauge", value(st.LastSeqnum)},
 		{"modautoload_uevent_kernel_seqnum", "The kernel's last uevent sequence number (/sys/kernel/uevent_seqnum).", "gauge", value(st.KernelSeqnum)},
 		{"modautoload_coldplug_done", "1 once the coldplug scan at start is done.", "gauge", boolean(st.ColdplugDone)},
-		{"modautoload_resident_memory_bytes", "The daemon's resident memory (VmRSS).", "gauge", kib(m.RSSKiB)},
-		{"modautoload_resident_memory_peak_bytes", "The daemon's peak resident memory (VmHWM).", "gauge", kib(m.PeakRSSKiB)},
+		{"modautoload_resident_memory_bytes", "The daemon's resident memory (Rss of /proc/self/smaps_rollup).", "gauge", kib(m.RSSKiB)},
+		{"modautoload_resident_memory_peak_bytes", "The daemon's peak resident memory (VmHWM; before Linux 6.2 it lags behind a threaded process).", "gauge", kib(m.PeakRSSKiB)},
 		{"modautoload_go_heap_objects_bytes", "Go heap memory held by live and unswept objects.", "gauge", value(m.HeapObjects)},
 		{"modautoload_threads", "The daemon's threads.", "gauge", signed(m.Threads)},
 	}

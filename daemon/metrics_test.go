@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -436,5 +437,29 @@ func TestStatusFailuresReachTheExposition(t *testing.T) {
 	}
 	if _, ok := sampleValue(families, "modautoload_module_failed", map[string]string{"module": "bad"}); !ok {
 		t.Errorf("bad is not reported failed\n%s", &buf)
+	}
+}
+
+// The memory figures come from the page tables: resident is anonymous plus
+// mapped files, and this test process's figures match a fresh read of
+// smaps_rollup, not the status counters that lag behind its threads.
+func TestReadMemoryFromPageTables(t *testing.T) {
+	data, err := os.ReadFile("/proc/self/smaps_rollup")
+	if err != nil {
+		t.Fatalf("smaps_rollup: %v (Linux 4.14 or later has it)", err)
+	}
+	heap := make([]byte, 8<<20) // 8 MiB touched: well above any drift between the reads
+	for i := range heap {
+		heap[i] = 1
+	}
+	m := readMemory()
+	var rollupRss int64
+	readKiB("/proc/self/smaps_rollup", map[string]*int64{"Rss": &rollupRss})
+	runtime.KeepAlive(heap)
+	if m.RSSKiB <= 0 || m.AnonKiB < 8<<10 || m.FileKiB != m.RSSKiB-m.AnonKiB || m.Threads < 1 {
+		t.Fatalf("memory %+v: want anonymous at least 8 MiB, files = resident - anonymous; smaps_rollup %.200q", m, data)
+	}
+	if d := m.RSSKiB - rollupRss; d > 1024 || d < -1024 {
+		t.Errorf("resident %d KiB, smaps_rollup says %d KiB", m.RSSKiB, rollupRss)
 	}
 }
