@@ -26,8 +26,8 @@ type sample struct {
 	loads     int            // module_load events (a module whose init fails has one too)
 	calls     []call         // the finit_module calls that loaded a module, timed
 	requests  []string       // the kernel's own request_module calls
-	rssKiB    int            // agent's VmHWM at the end of the run; 0 when there is no lasting agent
-	rssAfter  int            // agent's VmRSS (KiB) when coldplug was done; 0 when there is no lasting agent
+	rssKiB    int            // agent's peak resident set (KiB), a lower bound: the highest of its exact figures after coldplug and at the end and of its VmHWM; 0 when there is no lasting agent
+	rssAfter  int            // agent's resident set (KiB) when coldplug was done; 0 when there is no lasting agent
 	childKiB  []int          // the agent's children (udevd's workers) alive when coldplug was done
 	agentUser float64        // s of user time of the agent and its children during coldplug (see measured)
 	agentSys  float64        // s of system time of the same
@@ -87,8 +87,8 @@ func runRound(ctx context.Context, a approach, logDir string, round int) (*sampl
 }
 
 // guestWindow parses a round's trace and its window from the start
-// marker to the settled one; a trace that lost events is refused.
-func guestWindow(res *e2e.Result) (*timeline, window, error) {
+// marker to the end one; a trace that lost events is refused.
+func guestWindow(res *e2e.Result, end string) (*timeline, window, error) {
 	if v := res.Value("TRACE_OVERRUN"); v != "0" {
 		return nil, window{}, fmt.Errorf("the guest's trace buffer lost events (overrun %q): the figures would be wrong", v)
 	}
@@ -96,7 +96,7 @@ func guestWindow(res *e2e.Result) (*timeline, window, error) {
 	if err != nil {
 		return nil, window{}, err
 	}
-	w, err := tl.between("start", "settled")
+	w, err := tl.between("start", end)
 	return tl, w, err
 }
 
@@ -105,7 +105,7 @@ func parseSample(res *e2e.Result, a approach) (*sample, error) {
 	if rc := res.Value("SETTLE_RC"); rc != "" && rc != "0" {
 		return nil, fmt.Errorf("settle exited %s", rc)
 	}
-	tl, w, err := guestWindow(res)
+	tl, w, err := guestWindow(res, "quiet")
 	if err != nil {
 		return nil, err
 	}
@@ -122,7 +122,8 @@ func parseSample(res *e2e.Result, a approach) (*sample, error) {
 		guest:    res.Duration,
 	}
 	s.done, _ = tl.span("start", "settled")
-	ints := map[string]*int{"RSS": &s.rssKiB, "RSS_COLDPLUG": &s.rssAfter, "DROPS": &s.drops, "ROUNDS": &s.rounds}
+	var rssEnd, hwm int
+	ints := map[string]*int{"RSS_END": &rssEnd, "HWM": &hwm, "RSS_COLDPLUG": &s.rssAfter, "DROPS": &s.drops, "ROUNDS": &s.rounds}
 	for key, p := range ints {
 		if v := res.Value(key); v != "" {
 			if *p, err = strconv.Atoi(v); err != nil {
@@ -130,6 +131,7 @@ func parseSample(res *e2e.Result, a approach) (*sample, error) {
 			}
 		}
 	}
+	s.rssKiB = max(s.rssAfter, rssEnd, hwm)
 	ticks, err := strconv.Atoi(res.Value("USER_TICKS"))
 	if err != nil {
 		return nil, fmt.Errorf("E2E:USER_TICKS: %w", err)

@@ -107,7 +107,7 @@ func parseStaticSample(res *e2e.Result) (*sample, error) {
 	if rc := res.Value("RC"); rc != "0" {
 		return nil, fmt.Errorf("the tool exited %q (its log: %s)", rc, strings.Join(res.Lines("AGENT_LOG"), " | "))
 	}
-	tl, w, err := guestWindow(res)
+	tl, w, err := guestWindow(res, "settled")
 	if err != nil {
 		return nil, err
 	}
