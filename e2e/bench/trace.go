@@ -167,7 +167,12 @@ func parseTrace(lines []string) (*timeline, error) {
 	return tl, nil
 }
 
-// between returns the events from marker from to marker to.
+// between returns the events from marker from to marker to. A
+// finit_module call entered in the window belongs to it whole: its load,
+// live and return are read after the closing marker too. A loader that
+// waits for live, not for the call's return (which 6.1 holds for all
+// asynchronous work in the system), leaves calls open past any marker
+// while their modules went live inside it.
 func (tl *timeline) between(from, to string) (window, error) {
 	t0, ok0 := tl.marks[from]
 	t1, ok1 := tl.marks[to]
@@ -178,10 +183,13 @@ func (tl *timeline) between(from, to string) (window, error) {
 	open := map[int]*call{} // calls in flight, by task: a syscall blocks its thread
 	unsent := map[int]int{} // index in w.uevents of a uevent not yet broadcast, by task
 	for _, ev := range tl.events {
-		if ev.ts < t0 || ev.ts > t1 {
+		if ev.ts < t0 {
 			continue
 		}
 		c := open[ev.pid]
+		if ev.ts > t1 && (c == nil || (ev.kind != "load" && ev.kind != "live" && ev.kind != "finit_ret")) {
+			continue
+		}
 		switch ev.kind {
 		case "finit":
 			w.finit++
@@ -231,6 +239,13 @@ func (tl *timeline) between(from, to string) (window, error) {
 				w.uevents[i].sent = ev.ts
 				delete(unsent, ev.pid)
 			}
+		}
+	}
+	// Calls still in the kernel when the trace was read: their modules
+	// went live all the same.
+	for _, c := range open {
+		if c.module != "" && c.live != 0 {
+			w.lastLive = max(w.lastLive, c.live-t0)
 		}
 	}
 	return w, nil

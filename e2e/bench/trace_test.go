@@ -83,6 +83,50 @@ func TestTraceWindow(t *testing.T) {
 	}
 }
 
+// lingerTrace: the daemon's finit_module for joydev went live before the
+// closing marker and returned after it, held by the kernel's wait for
+// all asynchronous work; a second call went live before the marker and
+// never returned before the trace was read.
+const lingerTrace = `             sh-93      [000] .....     5.000000: tracing_mark_write: start
+            exe-222     [000] ...1.     9.700000: sys_finit_module(fd: 9, uargs: 4a0, flags: 0)
+            exe-222     [000] .....     9.842811: module_load: joydev 
+            exe-222     [000] .....     9.843526: modlive: (async_synchronize_full+0x0/0x20)
+            exe-223     [001] ...1.     9.800000: sys_finit_module(fd: 8, uargs: 4b0, flags: 0)
+            exe-223     [001] .....     9.810000: module_load: sym53c8xx 
+            exe-223     [001] .....     9.820000: modlive: (async_synchronize_full+0x0/0x20)
+             sh-93      [001] .....    10.291349: tracing_mark_write: quiet
+            exe-222     [000] .N.1.    11.900000: sys_finit_module -> 0x0
+            exe-230     [001] ...1.    12.000000: sys_finit_module(fd: 8, uargs: 4c0, flags: 0)
+            exe-230     [001] .....    12.010000: module_load: virtio_input 
+            exe-230     [001] .....    12.020000: modlive: (async_synchronize_full+0x0/0x20)
+            exe-230     [001] .N.1.    12.030000: sys_finit_module -> 0x0`
+
+// A call entered in the window belongs to it whole: the module that went
+// live last before the marker counts although its call returned after it
+// (or not at all); a call entered after the marker does not.
+func TestTraceWindowLingeringCalls(t *testing.T) {
+	tl, err := parseTrace(strings.Split(lingerTrace, "\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := tl.between("start", "quiet")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := 9.843526 - 5.0; math.Abs(w.lastLive-want) > 1e-9 {
+		t.Errorf("lastLive = %v, want %v (joydev)", w.lastLive, want)
+	}
+	if want := 11.9 - 5.0; math.Abs(w.lastRet-want) > 1e-9 {
+		t.Errorf("lastRet = %v, want %v (joydev's return after the marker)", w.lastRet, want)
+	}
+	if w.finit != 2 || strings.Join(w.loads, " ") != "sym53c8xx joydev" {
+		t.Errorf("finit %d, loads %v: want 2 calls, sym53c8xx and joydev", w.finit, w.loads)
+	}
+	if len(w.calls) != 1 || w.calls[0].module != "joydev" || w.calls[0].exit != 11.9 {
+		t.Errorf("calls %+v: want joydev's, returned at 11.9", w.calls)
+	}
+}
+
 // hotplugTrace is trimmed from a real guest's trace (udevd, the first
 // hotplug): the PCI function's uevent, the virtio device's, a udevd worker
 // loading virtio_input and the uevents of the input devices its init
