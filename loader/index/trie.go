@@ -269,7 +269,10 @@ func (t *Trie) lookup(fn func() error) (err error) {
 	if t.data == nil {
 		return fmt.Errorf("%s: %w", t.name, ErrClosed)
 	}
-	t.touched.Store(true)
+	// Marked when the lookup is done: a DropPages meanwhile may have
+	// taken the pages it had faulted so far, and what it faults after
+	// must be dropped by the next.
+	defer t.touched.Store(true)
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
