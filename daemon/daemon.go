@@ -36,7 +36,9 @@ type Source interface {
 type Config struct {
 	Source   Source
 	Resolver *loader.CurrentResolver
-	Loader   *loader.Loader
+	// Loader is told of every module uevent (ModuleEvent) and of lost
+	// events (WakeAll), so its ModuleEvents may be set.
+	Loader *loader.Loader
 	// Rules returns the current event rules; nil means udev's defaults.
 	Rules func() *rules.EventRules
 	// Sysfs is the sysfs mount point (coldplug, resync, settle).
@@ -119,9 +121,6 @@ func New(cfg Config) (*Daemon, error) {
 	if cfg.Rules == nil {
 		cfg.Rules = func() *rules.EventRules { return nil }
 	}
-	// read passes every module uevent and every overrun on to the
-	// loader, whose own loads then need not poll sysfs.
-	cfg.Loader.ModuleEvents = true
 	d := &Daemon{cfg: cfg, queue: newEventQueue(), lastSeq: cfg.StartSeqnum}
 	d.static = StaticStatus{Listed: len(cfg.Static), Done: len(cfg.Static) == 0}
 	d.changed = sync.NewCond(&d.mu)
@@ -232,6 +231,9 @@ func (d *Daemon) idleLocked() bool {
 // then runs on a worker, through the loader like any other, so it never
 // delays a live notification and never loads a module twice.
 func (d *Daemon) read(ctx context.Context) error {
+	// Lost kernel events (an overrun, or a kernel message that could not
+	// be read) may include a module's live notice: every waiter looks at
+	// sysfs again, and the devices are read again from sysfs.
 	overrun := func() {
 		d.cfg.Log.Warn().Msg("resyncing from sysfs")
 		d.cfg.Loader.WakeAll()
@@ -259,8 +261,9 @@ func (d *Daemon) read(ctx context.Context) error {
 
 // NextEvent returns the next event of src for a reader that must go on
 // whatever the socket brings: a dropped message (not the kernel's, or
-// unparsable) and each skipped field are logged, and an overrun (ENOBUFS)
-// is logged and reported to overrun, and reading goes on. ok is false at
+// unparsable) and each skipped field are logged, an overrun (ENOBUFS) or
+// a kernel message that could not be read is reported to overrun, and
+// reading goes on. ok is false at
 // the end: err is nil when ctx ended or the socket was closed, else what
 // stopped the socket.
 func NextEvent(ctx context.Context, src Source, log zerolog.Logger, overrun func()) (ev uevent.Event, ok bool, err error) {
@@ -284,6 +287,9 @@ func NextEvent(ctx context.Context, src Source, log zerolog.Logger, overrun func
 		case errors.As(err, &drop):
 			log.Warn().Str("reason", drop.Reason).Uint32("sender_port", drop.Pid).Int64("sender_uid", drop.Uid).
 				AnErr("parse", drop.Err).Msg("uevent dropped")
+			if drop.Pid == 0 && overrun != nil {
+				overrun() // the kernel's own message, lost to us
+			}
 		default:
 			return ev, false, err
 		}

@@ -90,7 +90,7 @@ type Stats struct {
 	Waited       uint64 // modules someone else was loading, waited for until live
 	InFlight     int64  // loads callers are waiting for
 	InKernel     int64  // finit_module/init_module calls not yet returned, including loads given up on
-	Polls        uint64 // initstate reads of waits after their first look: few when uevents end the waits
+	Polls        uint64 // initstate reads of waits at their poll timer (not those a uevent woke): few when uevents end the waits
 }
 
 // ModuleState is the last known state of a module this loader dealt with.
@@ -749,6 +749,10 @@ func (l *Loader) waitFor(name string, result <-chan error, done func(initstate) 
 			poll.Stop()
 			return err
 		case <-ch:
+			// A uevent that did not end the wait (a kernel that sends
+			// add@/module before the module is live): sysfs is the only
+			// news from here on, so poll it at the quick pace.
+			b = backoff{}
 		case <-poll.C:
 			l.polls.Add(1)
 		case <-deadline.C:

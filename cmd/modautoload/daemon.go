@@ -161,6 +161,9 @@ func runDaemon(ctx context.Context, env *cliEnv, args []string) int {
 
 	ld := loader.NewLoader(loader.SystemKernel{}, "/sys")
 	ld.LiveTimeout, ld.CommandTimeout = liveBound, cmdBound
+	// The daemon's reader passes every module uevent and every lost
+	// event on to the loader, whose own loads then need not poll sysfs.
+	ld.ModuleEvents = true
 	ld.TimelineSize = timelineSize
 	if timelineSize == 0 {
 		ld.TimelineSize = -1 // the Loader's 0 is its default
