@@ -20,9 +20,10 @@ type Memory struct {
 	RSSKiB   int64 `json:"rss_kib"`
 	AnonKiB  int64 `json:"anon_kib"`
 	FileKiB  int64 `json:"file_kib"`  // mapped files: the binary's pages and the indexes
-	ShmemKiB int64 `json:"shmem_kib"` // of those, the share in tmpfs or an initramfs
+	ShmemKiB int64 `json:"shmem_kib"` // of those, the proportional share in tmpfs or an initramfs
 	// From /proc/self/status: the kernel's high-water mark, which lags
-	// as above (a lower bound before 6.2), and the thread count.
+	// as above (a lower bound before 6.2; never below RSSKiB here), and
+	// the thread count.
 	PeakRSSKiB int64 `json:"peak_rss_kib"`
 	Threads    int64 `json:"threads"`
 	// From the Go runtime, in bytes.
@@ -82,8 +83,13 @@ func readMemory() Memory {
 	readKiB("/proc/self/smaps_rollup", map[string]*int64{"Rss": &rss, "Anonymous": &anon, "Pss_Shmem": &shmem})
 	if rss >= 0 && anon >= 0 {
 		m.RSSKiB, m.AnonKiB, m.FileKiB = rss, anon, rss-anon
-		m.ShmemKiB = max(shmem, 0) // Pss_Shmem: since Linux 5.9
+		if shmem >= 0 { // Pss_Shmem: since Linux 5.9
+			m.ShmemKiB = shmem
+		}
 	}
+	// The lagging high-water mark can be below what the page tables
+	// hold now.
+	m.PeakRSSKiB = max(m.PeakRSSKiB, m.RSSKiB)
 	return m
 }
 
