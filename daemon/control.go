@@ -359,6 +359,9 @@ func (d *Daemon) serveConn(ctx context.Context, conn *net.UnixConn, writeBound t
 		return
 	}
 	send(d.answer(ctx, req))
+	if req.Op == "load" {
+		d.dropIndexPages() // after the answer: the kernel's helper waits for it
+	}
 }
 
 func (d *Daemon) answer(ctx context.Context, req Request) Response {
@@ -386,9 +389,7 @@ func (d *Daemon) answer(ctx context.Context, req Request) Response {
 		if req.Name == "" {
 			return Response{Error: "load: no name"}
 		}
-		resp := d.Load(ctx, req)
-		d.dropIndexPages()
-		return resp
+		return d.Load(ctx, req)
 	}
 	return Response{Error: fmt.Sprintf("unknown op %q", req.Op)}
 }

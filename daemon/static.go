@@ -24,6 +24,7 @@ type StaticStatus struct {
 func (d *Daemon) loadStatic(ctx context.Context) {
 	start := time.Now()
 	defer func() {
+		d.dropIndexPages()
 		d.mu.Lock()
 		d.static.Done = true
 		sum := d.static
