@@ -220,10 +220,11 @@ done
 # Drivers may still be probing when the approach says it is done (the
 # HDA controller's work item asks the kernel for its codec's driver): the
 # coldplug ends with the last module live before the module set stays
-# unchanged for 1 s. Builtins only, as the guest is still measured.
-last= quiet=0
-while [ $quiet -lt 10 ]; do
-	usleep 100000; nmods
+# unchanged for 1 s (or 30 s passed). nmods uses builtins only, as the
+# guest is still measured.
+last= quiet=0 polls=0
+while [ $quiet -lt 10 ] && [ $polls -lt 300 ]; do
+	usleep 100000; nmods; polls=$((polls+1))
 	if [ "$n" = "$last" ]; then quiet=$((quiet+1)); else quiet=0 last=$n; fi
 done
 mark quiet
