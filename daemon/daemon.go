@@ -430,7 +430,7 @@ func (d *Daemon) worker(ctx context.Context) {
 
 // dropIndexPages unmaps the index pages a request's lookups mapped (with
 // the kernel's fault-around, 64 KiB for each page touched): kept over a
-// coldplug they were 1.7 MiB of its 8.4 MiB resident peak. They stay in
+// coldplug they were 1.7 MiB more at its resident peak. They stay in
 // the page cache (in an initramfs, in memory either way), from which the
 // next lookup maps the few it needs: what this lowers is the resident set
 // charged to the daemon (ps, top, the OOM killer's score), at no cost

@@ -629,7 +629,7 @@ type backoff struct{ d, first, limit time.Duration }
 
 // safetyNet is the backoff of a wait that something else ends first
 // (the module's uevent or our own finit_module): its polls are there for
-// what cannot happen, and cost CPU in every load.
+// a uevent lost without an overrun, and need not wake every millisecond.
 func safetyNet() backoff { return backoff{first: 50 * time.Millisecond, limit: time.Second} }
 
 func (b *backoff) next() time.Duration {
