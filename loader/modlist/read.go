@@ -336,6 +336,9 @@ func (r *reader) parse(file string, data []byte, form Form) {
 			continue
 		}
 		words := strings.Fields(s)
+		if len(words) > 0 && words[0][0] == ';' {
+			continue // a comment line, behind blanks Fields knows and Trim does not ("\f;")
+		}
 		for i, w := range words {
 			if w[0] == '#' {
 				words = words[:i]
