@@ -105,14 +105,7 @@ const lingerTrace = `             sh-93      [000] .....     5.000000: tracing_m
 // live last before the marker counts although its call returned after it
 // (or not at all); a call entered after the marker does not.
 func TestTraceWindowLingeringCalls(t *testing.T) {
-	tl, err := parseTrace(strings.Split(lingerTrace, "\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := tl.between("start", "quiet")
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := traceWindow(t, lingerTrace, "start", "quiet")
 	if want := 9.843526 - 5.0; math.Abs(w.lastLive-want) > 1e-9 {
 		t.Errorf("lastLive = %v, want %v (joydev)", w.lastLive, want)
 	}
@@ -167,11 +160,17 @@ const (
 
 func hotplugWindow(t *testing.T, trace string) window {
 	t.Helper()
+	return traceWindow(t, trace, "hp-start 1", "hp-end 1")
+}
+
+// traceWindow parses trace and returns its window between two markers.
+func traceWindow(t *testing.T, trace, from, to string) window {
+	t.Helper()
 	tl, err := parseTrace(strings.Split(trace, "\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := tl.between("hp-start 1", "hp-end 1")
+	w, err := tl.between(from, to)
 	if err != nil {
 		t.Fatal(err)
 	}
