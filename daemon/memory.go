@@ -28,7 +28,8 @@ type Memory struct {
 	Threads    int64 `json:"threads"`
 	// From the Go runtime, in bytes.
 	HeapObjects  uint64 `json:"heap_objects"`
-	HeapFree     uint64 `json:"heap_free"`     // free, not yet returned to the system
+	HeapUnused   uint64 `json:"heap_unused"`   // the free room in pages that hold objects
+	HeapFree     uint64 `json:"heap_free"`     // free pages, not yet returned to the system
 	HeapReleased uint64 `json:"heap_released"` // returned to the system
 	Stacks       uint64 `json:"stacks"`        // goroutine and thread stacks
 	RuntimeOther uint64 `json:"runtime_other"` // GC metadata, buffers and the like
@@ -42,6 +43,7 @@ type Memory struct {
 var memoryMetrics = []string{
 	"/memory/classes/heap/objects:bytes",
 	"/memory/classes/heap/free:bytes",
+	"/memory/classes/heap/unused:bytes",
 	"/memory/classes/heap/released:bytes",
 	"/memory/classes/heap/stacks:bytes",
 	"/memory/classes/os-stacks:bytes",
@@ -67,13 +69,13 @@ func readMemory() Memory {
 		return samples[i].Value.Uint64()
 	}
 	m := Memory{
-		HeapObjects: v(0), HeapFree: v(1), HeapReleased: v(2),
-		Stacks:       v(3) + v(4),
-		RuntimeOther: v(5) + v(6) + v(7) + v(8) + v(9),
-		GCCycles:     v(10),
+		HeapObjects: v(0), HeapFree: v(1), HeapUnused: v(2), HeapReleased: v(3),
+		Stacks:       v(4) + v(5),
+		RuntimeOther: v(6) + v(7) + v(8) + v(9) + v(10),
+		GCCycles:     v(11),
 	}
-	if samples[11].Value.Kind() == metrics.KindFloat64 {
-		m.GCCPUSeconds = samples[11].Value.Float64()
+	if samples[12].Value.Kind() == metrics.KindFloat64 {
+		m.GCCPUSeconds = samples[12].Value.Float64()
 	}
 	readKiB("/proc/self/status", map[string]*int64{
 		"VmRSS": &m.RSSKiB, "VmHWM": &m.PeakRSSKiB, "RssAnon": &m.AnonKiB, "RssFile": &m.FileKiB,
