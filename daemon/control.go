@@ -361,6 +361,7 @@ func (d *Daemon) serveConn(ctx context.Context, conn *net.UnixConn, writeBound t
 	send(d.answer(ctx, req))
 	if req.Op == "load" {
 		d.dropIndexPages() // after the answer: the kernel's helper waits for it
+		d.workDone()
 	}
 }
 

@@ -73,6 +73,10 @@ type Config struct {
 	// Version is the daemon's version, reported in Status.
 	Version string
 	Log     zerolog.Logger
+
+	// dropImage unmaps the executable's pages (tests watch it); nil
+	// means dropImagePages.
+	dropImage func() (int64, error)
 }
 
 // Daemon is one running event loop. Create it with New, run it with Run.
@@ -87,9 +91,11 @@ type Daemon struct {
 	rescanning bool   // the resyncer is doing one
 	coldDone   bool
 	stopping   bool
-	static     StaticStatus // the static lists' progress; Done when there are none
-	requests   int          // load requests from the modprobe helper in progress
-	trim       bool         // return memory to the system once a scan's work is done
+	static     StaticStatus  // the static lists' progress; Done when there are none
+	requests   int           // load requests from the modprobe helper in progress
+	trim       bool          // return memory to the system once a scan's work is done
+	scanOver   bool          // for the imageDropper: a scan's burst is over (dropWhenIdle)
+	workOver   chan struct{} // to the imageDropper: some work is over (workDone)
 	// An overflow lasts from the first event dropped until the kernel
 	// events queued are down to half the bound, so one that flaps at the
 	// bound is logged once; overflowDropped counts its events.
@@ -121,7 +127,10 @@ func New(cfg Config) (*Daemon, error) {
 	if cfg.Rules == nil {
 		cfg.Rules = func() *rules.EventRules { return nil }
 	}
-	d := &Daemon{cfg: cfg, queue: newEventQueue(), lastSeq: cfg.StartSeqnum}
+	if cfg.dropImage == nil {
+		cfg.dropImage = dropImagePages
+	}
+	d := &Daemon{cfg: cfg, queue: newEventQueue(), lastSeq: cfg.StartSeqnum, workOver: make(chan struct{}, 1)}
 	d.static = StaticStatus{Listed: len(cfg.Static), Done: len(cfg.Static) == 0}
 	d.changed = sync.NewCond(&d.mu)
 	return d, nil
@@ -145,6 +154,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	wg.Add(1)
 	go func() { defer wg.Done(); d.resyncer() }()
+	wg.Add(1)
+	go func() { defer wg.Done(); d.imageDropper(ctx) }()
 	if d.cfg.Ready != nil {
 		d.cfg.Ready()
 	}
@@ -410,23 +421,116 @@ func (d *Daemon) worker(ctx context.Context) {
 		d.dropIndexPages()
 		d.mu.Lock()
 		d.queue.finish(e)
-		trim := false
+		trim, wentIdle := false, false
 		if d.idleLocked() {
 			// The burst is over: a module that failed may be tried
 			// again by the next, distinct event.
 			d.cfg.Loader.NewBurst()
 			trim, d.trim = d.trim, false
+			d.scanOver = d.scanOver || trim
+			wentIdle = true
 		}
 		d.changed.Broadcast()
 		d.mu.Unlock()
 		if trim {
 			// A scan's burst grew the heap; give it back to the
 			// system (an initramfs or a small device has little to
-			// spare).
+			// spare). The imageDropper does it again once the
+			// burst's calls are out of the kernel.
 			debug.FreeOSMemory()
+		}
+		if wentIdle {
+			d.workDone()
 		}
 	}
 }
+
+// workDone tells the imageDropper that a piece of work (a burst, a helper's
+// load, the static lists) is over; it looks whether the daemon is idle.
+func (d *Daemon) workDone() {
+	select {
+	case d.workOver <- struct{}{}:
+	default: // it has one pending already
+	}
+}
+
+// imageDropper unmaps the executable's pages (dropImagePages) once some
+// work is over and no more came for dropQuiet. A storm's bursts come
+// closer together than that, and are not paid for with a drop each. The
+// work's finit_module calls may still be in the kernel, waiting for other
+// drivers' asynchronous probes (the daemon waited only for the modules to
+// go live): when they return, their threads end, and the memory a scan
+// grew is given back and the pages they faulted on the way out are
+// dropped again. It waits at most dropWait for them, so a hung init does
+// not keep the memory for good.
+func (d *Daemon) imageDropper(ctx context.Context) {
+	tick := time.NewTicker(dropQuiet)
+	defer tick.Stop()
+	for {
+		tick.Stop()
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.workOver:
+		}
+		tick.Reset(dropQuiet)
+		var deadline time.Time // set once dropped with calls in the kernel
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-d.workOver:
+				tick.Reset(dropQuiet)
+				deadline = time.Time{}
+				continue
+			case <-tick.C:
+			}
+			inKernel, waited := d.cfg.Loader.Stats().InKernel > 0, !deadline.IsZero()
+			if waited && inKernel && time.Now().Before(deadline) {
+				continue
+			}
+			last := !inKernel || waited
+			if !d.dropWhenIdle(last) || last {
+				break
+			}
+			deadline = time.Now().Add(dropWait)
+		}
+	}
+}
+
+// dropWhenIdle drops the executable's pages if the daemon is idle; false
+// if it is not. last: the work's calls are out of the kernel, or no
+// longer waited for.
+func (d *Daemon) dropWhenIdle(last bool) bool {
+	d.mu.Lock()
+	idle := d.idleLocked() && d.requests == 0
+	trim := idle && last && d.scanOver
+	if trim {
+		d.scanOver = false
+	}
+	d.mu.Unlock()
+	if !idle {
+		return false // the work's end comes back to the dropper
+	}
+	if trim {
+		// Since the scan's burst ended, the calls that were still in the
+		// kernel returned, and their threads ended (a coldplug's
+		// 15-22): about 0.5 MiB more to give back.
+		debug.FreeOSMemory()
+	}
+	kib, err := d.cfg.dropImage()
+	if err != nil {
+		d.cfg.Log.Debug().Err(err).Msg("cannot drop the executable's pages")
+		return true
+	}
+	d.cfg.Log.Debug().Int64("kib", kib).Msg("dropped the executable's pages")
+	return true
+}
+
+const (
+	dropQuiet = 200 * time.Millisecond
+	dropWait  = 10 * time.Second
+)
 
 // dropIndexPages unmaps the index pages a request's lookups mapped (with
 // the kernel's fault-around, 64 KiB for each page touched): kept over a
