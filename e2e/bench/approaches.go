@@ -233,12 +233,12 @@ echo "E2E:MODULES $(modules)"
 }
 
 // epilogue reports the events the trace buffer lost (none, or the figures
-// are wrong), the agent's peak RSS, its uevent socket's drops, and the
-// trace, which the host parses.
+// are wrong), the agent's RSS once idle for 2 s and its peak, its uevent
+// socket's drops, and the trace, which the host parses.
 const epilogue = `
 echo "E2E:TRACE_OVERRUN $(cat $T/per_cpu/cpu*/stats | awk '/^overrun:/{n+=$2} END{print n+0}')"
 echo "E2E:DROPS $(awk 'NR>1 && $2==15 && $3!=0 {d+=$9} END{print d+0}' /proc/net/netlink)"
-[ -n "$AGENT" ] && echo "E2E:RSS_END $(rss $AGENT)" && echo "E2E:HWM $(hwm $AGENT)" && kill $AGENT
+[ -n "$AGENT" ] && sleep 2 && echo "E2E:RSS_END $(rss $AGENT)" && echo "E2E:HWM $(hwm $AGENT)" && kill $AGENT
 [ -f /tmp/agent.log ] && tail -n 40 /tmp/agent.log | sed 's/^/E2E:AGENT_LOG /'
 grep -v '^#' $T/trace | sed 's/^/E2E:TRACE /'
 `

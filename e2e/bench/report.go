@@ -91,7 +91,7 @@ func markdown(e env, results []*result) string {
 		rows = append(rows, coldplugRow(r, ref))
 	}
 	p("%s", table([]string{"approach", "modules live", "finit_module calls", "failed calls", "coldplug s, median (min–max)",
-		"vs udevd", "last load returned s", "done s", "agent RSS after coldplug", "agent peak RSS",
+		"vs udevd", "last load returned s", "done s", "agent RSS after coldplug", "agent RSS idle", "agent peak RSS",
 		"agent user CPU s", "agent system CPU s", "user CPU vs udevd"}, rows))
 	p("\n![coldplug seconds per approach](bench.svg)\n\n")
 	p("How each figure is taken, in the guest:\n\n")
@@ -99,7 +99,7 @@ func markdown(e env, results []*result) string {
 	p("- *last load returned s*: to the last `finit_module` that returned 0. That call first waits for all async work in the system (e.g. another controller's SCSI scan), so it can return seconds after the module went live; a loader that waits for the return is held up by other drivers' probing.\n")
 	p("- *done s*: from the same marker until the approach said it was done (`udevadm settle`, `modautoload settle`, the loop's last round). mdev has no such notion: the harness waits for its socket queue to be empty and `/proc/modules` to stay unchanged for 2 s.\n")
 	p("- *finit_module calls* and *failed calls*: `sys_enter_finit_module` / `sys_exit_finit_module` events during coldplug, by every process (agent, workers, modprobe children, the kernel's request_module helper). Failures by errno are medians over the rounds: EEXIST and EBUSY are duplicate loads (another caller loaded the module, or its load was still in flight), ENODEV an init that found no hardware.\n")
-	p("- *agent RSS after coldplug*: the resident set of the lasting agent process when coldplug was done (`Rss` of `/proc/PID/smaps_rollup`, a walk of its page tables: Linux 6.1's `VmRSS` and `VmHWM` lag behind a threaded process, each thread keeping up to 64 page faults' counts to itself, and said 3.4 MiB for the daemon where its page tables held 7.5); *agent peak RSS*: a lower bound, the highest of that figure, the same at the end of the guest's run (after the hotplugs) and the kernel's high-water mark `VmHWM` then (which lags as said). Sampling the exact figure every 100 ms would catch more of the peak, but slowed the daemon's coldplug from 2.57 to 3.02 s (2 rounds each; it measured peaks of 7.7–8.0 MiB). The agent is the udevd manager (its workers are forked and killed again; see notes), the mdev daemon (not the shell and modprobe it forks per event), the modautoload daemon.\n")
+	p("- *agent RSS after coldplug*: the resident set of the lasting agent process when coldplug was done (`Rss` of `/proc/PID/smaps_rollup`, a walk of its page tables: Linux 6.1's `VmRSS` and `VmHWM` lag behind a threaded process, each thread keeping up to 64 page faults' counts to itself, and said 3.4 MiB for the daemon where its page tables held 7.5); *agent RSS idle*: the same at the end of the guest's run, 2 s after the last hotplug; *agent peak RSS*: a lower bound, the highest of those two and the kernel's high-water mark `VmHWM` then (which lags as said). Sampling the exact figure every 100 ms would catch more of the peak, but slowed the daemon's coldplug from 2.57 to 3.02 s (2 rounds each; it measured peaks of 7.7–8.0 MiB). The agent is the udevd manager (its workers are forked and killed again; see notes), the mdev daemon (not the shell and modprobe it forks per event), the modautoload daemon.\n")
 	p("- *agent user / system CPU s*: utime and stime (`/proc/PID/stat` fields 14 and 15) of the agent and all its descendants when coldplug was done, each with the times of the children it reaped (fields 16 and 17). The agent is stopped (SIGSTOP) while its process tree is read, so it reaps no child meanwhile: a worker that exited counts once, in its parent's reaped time or as a zombie. udevd: the manager and its workers (not the `udevadm trigger` and `settle` the harness runs, nor the `--daemon` parent before its fork); mdev: the daemon with the shells and modprobe it runs per event; modautoload: the daemon, all its threads; kmod: the harness's shell running the loop, with its find, xargs and modprobe (its own and its reaped children's times, before and after). System time is mostly the kernel's load work done on the agent's behalf, much the same for every approach: compare user time.\n")
 	p("- The kernel's request_module helper is kmod's modprobe in every guest; loaders are kmod %s except modautoload's own; udev is Debian's %s; busybox is %s.\n\n",
 		strings.TrimPrefix(e.kmod, "kmod version "), e.udev, e.busybox)
@@ -185,9 +185,10 @@ func coldplugRow(r, ref *result) []string {
 	if a.settles {
 		done = r.stat(func(s *sample) float64 { return s.done }).format(2)
 	}
-	rssAfter, rssPeak := "n/a (a process per call)", "n/a (a process per call)"
+	rssAfter, rssIdle, rssPeak := "n/a (a process per call)", "n/a (a process per call)", "n/a (a process per call)"
 	if a.id != "kmod" {
 		rssAfter = r.stat(func(s *sample) float64 { return float64(s.rssAfter) / 1024 }).format(1) + " MiB"
+		rssIdle = r.stat(func(s *sample) float64 { return float64(s.rssIdle) / 1024 }).format(1) + " MiB"
 		rssPeak = r.stat(func(s *sample) float64 { return float64(s.rssKiB) / 1024 }).format(1) + " MiB"
 	}
 	return []string{label(r),
@@ -196,7 +197,7 @@ func coldplugRow(r, ref *result) []string {
 		failedCalls(r),
 		r.stat(coldplug).format(2), ratio(r.stat(coldplug), refColdplug),
 		r.stat(func(s *sample) float64 { return s.returned }).format(2),
-		done, rssAfter, rssPeak,
+		done, rssAfter, rssIdle, rssPeak,
 		r.stat(user).format(2),
 		r.stat(func(s *sample) float64 { return s.agentSys }).format(2),
 		ratio(r.stat(user), refUser),

@@ -13,11 +13,11 @@ func testResults() []*result {
 	return []*result{
 		{approach: approach{id: "udevd", name: "systemd-udevd 252", settles: true, hotplug: true}, samples: []*sample{
 			{coldplug: 6, returned: 6.5, modules: mods(), finit: 100, failed: map[string]int{"EEXIST": 30, "ENODEV": 5}, rssKiB: 4096,
-				rssAfter: 4000, agentUser: 1.0, agentSys: 4, agentProc: 16, hostOther: 0.1, hostLoad: 1,
+				rssAfter: 4000, rssIdle: 3072, agentUser: 1.0, agentSys: 4, agentProc: 16, hostOther: 0.1, hostLoad: 1,
 				hotplugs: []hotplug{{probe: 0.2, reaction: 0.010, load: 0.08}, {probe: 0.1, reaction: 0.006, load: 0.07}},
 				calls:    []call{{module: "e1000", load: 1, live: 1.5, exit: 2}, {module: "virtio_pci", load: 1, live: 1.2, exit: 1.2}, {module: "e1000", load: 3, live: 3.1, exit: 3.1}}},
 			{coldplug: 7, returned: 7.5, modules: mods(), finit: 102, failed: map[string]int{"EEXIST": 32, "ENODEV": 5, "EBUSY": 2}, rssKiB: 4096,
-				rssAfter: 4100, agentUser: 1.2, agentSys: 5, agentProc: 16, hostOther: 0.6, hostLoad: 3,
+				rssAfter: 4100, rssIdle: 4096, agentUser: 1.2, agentSys: 5, agentProc: 16, hostOther: 0.6, hostLoad: 3,
 				hotplugs: []hotplug{{probe: 0.15, reaction: 0.008, load: 0.075}},
 				calls:    []call{{module: "e1000", load: 1, live: 1.3, exit: 1.3}, {module: "virtio_pci", load: 1, live: 1.8, exit: 1.8}, {module: "ccp", load: 1, exit: 9, ret: -19}}},
 		}},
@@ -25,7 +25,7 @@ func testResults() []*result {
 			{coldplug: 13, modules: mods("kvm"), finit: 70, rounds: 5, agentUser: 0.55, agentSys: 6, hostOther: -1, hostLoad: -1},
 		}, errs: []string{"round 2: guest timed out"}},
 		{approach: approach{id: "mdev", name: "busybox mdev -d", hotplug: true}, samples: []*sample{
-			{coldplug: 14, modules: mods(), finit: 77, rssKiB: 1800, rssAfter: 1700, agentUser: 3.3, agentSys: 6, agentProc: 1, hostOther: 0.2, hostLoad: 2,
+			{coldplug: 14, modules: mods(), finit: 77, rssKiB: 1800, rssAfter: 1700, rssIdle: 1536, agentUser: 3.3, agentSys: 6, agentProc: 1, hostOther: 0.2, hostLoad: 2,
 				hotplugs: []hotplug{{probe: 0.14, reaction: 0.066, load: 0.08}}},
 		}},
 		{approach: approach{id: "modautoload", name: "modautoload <daemon>", hotplug: true, skip: "no daemon command yet"}},
@@ -35,14 +35,14 @@ func testResults() []*result {
 func TestMarkdown(t *testing.T) {
 	md := markdown(env{rounds: 2, cores: 2}, testResults())
 	for _, want := range []string{
-		// Coldplug: udevd is the anchor of the ratios; RSS after coldplug
-		// and at the peak; the agent's CPU.
+		// Coldplug: udevd is the anchor of the ratios; RSS after coldplug,
+		// idle at the end and at the peak; the agent's CPU.
 		"| systemd-udevd 252 | 2 | 101 (100–102) | 37 (35–39): EEXIST 31, ENODEV 5, EBUSY 1 | 6.50 (6.00–7.00) | 1.00× | 7.00 (6.50–7.50) |",
-		"| 4.0 (3.9–4.0) MiB | 4.0 MiB | 1.10 (1.00–1.20) | 4.50 (4.00–5.00) | 1.00× |\n",
+		"| 4.0 (3.9–4.0) MiB | 3.5 (3.0–4.0) MiB | 4.0 MiB | 1.10 (1.00–1.20) | 4.50 (4.00–5.00) | 1.00× |\n",
 		"| kmod loop (1 of 2 rounds) | 3 | 70 | 0 | 13.00 | 2.00× |",
-		"| n/a (a process per call) | n/a (a process per call) | 0.55 | 6.00 | 0.50× |\n",
-		"| busybox mdev -d | 2 | 77 | 0 | 14.00 | 2.15× | 0.00 | n/a (no settle) | 1.7 MiB | 1.8 MiB | 3.30 | 6.00 | 3.00× |\n",
-		"| modautoload <daemon> | skipped: no daemon command yet |  |  |  |  |  |  |  |  |  |  |  |\n",
+		"| n/a (a process per call) | n/a (a process per call) | n/a (a process per call) | 0.55 | 6.00 | 0.50× |\n",
+		"| busybox mdev -d | 2 | 77 | 0 | 14.00 | 2.15× | 0.00 | n/a (no settle) | 1.7 MiB | 1.5 MiB | 1.8 MiB | 3.30 | 6.00 | 3.00× |\n",
+		"| modautoload <daemon> | skipped: no daemon command yet |  |  |  |  |  |  |  |  |  |  |  |  |\n",
 		// Hotplug: over every hotplug of every round, in ms; no kmod row.
 		"| systemd-udevd 252 | 3 | 233 (176–290) | 1.00× | 150 (100–200) | 8.0 (6.0–10.0) | 1.00× | 75 (70–80) |\n",
 		"| busybox mdev -d | 1 | 286 | 1.23× | 140 | 66.0 | 8.25× | 80 |\n",

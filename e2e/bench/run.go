@@ -28,6 +28,7 @@ type sample struct {
 	requests  []string       // the kernel's own request_module calls
 	rssKiB    int            // agent's peak resident set (KiB), a lower bound: the highest of its exact figures after coldplug and at the end and of its VmHWM; 0 when there is no lasting agent
 	rssAfter  int            // agent's resident set (KiB) when coldplug was done; 0 when there is no lasting agent
+	rssIdle   int            // the same at the end, 2 s after the last hotplug
 	childKiB  []int          // the agent's children (udevd's workers) alive when coldplug was done
 	agentUser float64        // s of user time of the agent and its children during coldplug (see measured)
 	agentSys  float64        // s of system time of the same
@@ -122,8 +123,8 @@ func parseSample(res *e2e.Result, a approach) (*sample, error) {
 		guest:    res.Duration,
 	}
 	s.done, _ = tl.span("start", "settled")
-	var rssEnd, hwm int
-	ints := map[string]*int{"RSS_END": &rssEnd, "HWM": &hwm, "RSS_COLDPLUG": &s.rssAfter, "DROPS": &s.drops, "ROUNDS": &s.rounds}
+	var hwm int
+	ints := map[string]*int{"RSS_END": &s.rssIdle, "HWM": &hwm, "RSS_COLDPLUG": &s.rssAfter, "DROPS": &s.drops, "ROUNDS": &s.rounds}
 	for key, p := range ints {
 		if v := res.Value(key); v != "" {
 			if *p, err = strconv.Atoi(v); err != nil {
@@ -131,7 +132,7 @@ func parseSample(res *e2e.Result, a approach) (*sample, error) {
 			}
 		}
 	}
-	s.rssKiB = max(s.rssAfter, rssEnd, hwm)
+	s.rssKiB = max(s.rssAfter, s.rssIdle, hwm)
 	ticks, err := strconv.Atoi(res.Value("USER_TICKS"))
 	if err != nil {
 		return nil, fmt.Errorf("E2E:USER_TICKS: %w", err)
