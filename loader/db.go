@@ -82,10 +82,14 @@ func (db *DB) Close() error {
 // DropPages takes the mapped indexes out of the process's resident memory
 // until they are used again.
 func (db *DB) DropPages() error {
+	// Called after every event: it allocates only for an error.
 	var errs []error
-	for _, ix := range []index.Index{db.dep, db.alias, db.symbols, db.builtin, db.builtinAlias} {
-		if ix != nil {
-			errs = append(errs, ix.DropPages())
+	for _, ix := range [...]index.Index{db.dep, db.alias, db.symbols, db.builtin, db.builtinAlias} {
+		if ix == nil {
+			continue
+		}
+		if err := ix.DropPages(); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)

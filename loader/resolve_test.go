@@ -303,3 +303,17 @@ func TestPlanAfter(t *testing.T) {
 		t.Error("unrelated modules ordered")
 	}
 }
+
+// DropPages runs after every event the daemon handles: it must not
+// allocate.
+func TestDropPagesAllocatesNothing(t *testing.T) {
+	r := newResolver(t, fixture, "")
+	allocs := testing.AllocsPerRun(20, func() {
+		if err := r.DB.DropPages(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("DropPages allocated %v times per call", allocs)
+	}
+}
