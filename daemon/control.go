@@ -189,6 +189,7 @@ func (d *Daemon) Load(ctx context.Context, req Request) Response {
 	defer func() {
 		d.mu.Lock()
 		d.requests--
+		d.workEndedLocked()
 		d.changed.Broadcast()
 		d.mu.Unlock()
 	}()
@@ -361,8 +362,8 @@ func (d *Daemon) serveConn(ctx context.Context, conn *net.UnixConn, writeBound t
 	send(d.answer(ctx, req))
 	if req.Op == "load" {
 		d.dropIndexPages() // after the answer: the kernel's helper waits for it
-		d.workDone()
 	}
+	d.workDone() // a query maps the binary's data too (status: 1.5 MiB)
 }
 
 func (d *Daemon) answer(ctx context.Context, req Request) Response {

@@ -74,7 +74,7 @@ type Config struct {
 	Version string
 	Log     zerolog.Logger
 
-	// dropImage unmaps the executable's pages (tests watch it); nil
+	// dropImage drops the executable's pages (tests watch it); nil
 	// means dropImagePages.
 	dropImage func() (int64, error)
 }
@@ -93,9 +93,9 @@ type Daemon struct {
 	stopping   bool
 	static     StaticStatus  // the static lists' progress; Done when there are none
 	requests   int           // load requests from the modprobe helper in progress
-	trim       bool          // return memory to the system once a scan's work is done
-	scanOver   bool          // for the imageDropper: a scan's burst is over (dropWhenIdle)
-	workOver   chan struct{} // to the imageDropper: some work is over (workDone)
+	trim       bool          // a scan ran: return memory to the system once its work is done
+	scanOver   bool          // for the imageDropper: a scan's work is over (dropWhenIdle)
+	workOver   chan struct{} // to the imageDropper: some work may be over (workDone)
 	// An overflow lasts from the first event dropped until the kernel
 	// events queued are down to half the bound, so one that flaps at the
 	// bound is logged once; overflowDropped counts its events.
@@ -168,6 +168,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	d.mu.Lock()
 	d.coldDone = true
+	d.workEndedLocked()
 	d.changed.Broadcast()
 	d.mu.Unlock()
 
@@ -406,6 +407,7 @@ func (d *Daemon) resyncer() {
 		d.scan("resync")
 		d.mu.Lock()
 		d.rescanning = false
+		d.workEndedLocked()
 		d.changed.Broadcast()
 	}
 }
@@ -421,32 +423,32 @@ func (d *Daemon) worker(ctx context.Context) {
 		d.dropIndexPages()
 		d.mu.Lock()
 		d.queue.finish(e)
-		trim, wentIdle := false, false
 		if d.idleLocked() {
 			// The burst is over: a module that failed may be tried
 			// again by the next, distinct event.
 			d.cfg.Loader.NewBurst()
-			trim, d.trim = d.trim, false
-			d.scanOver = d.scanOver || trim
-			wentIdle = true
 		}
+		d.workEndedLocked()
 		d.changed.Broadcast()
 		d.mu.Unlock()
-		if trim {
-			// A scan's burst grew the heap; give it back to the
-			// system (an initramfs or a small device has little to
-			// spare). The imageDropper does it again once the
-			// burst's calls are out of the kernel.
-			debug.FreeOSMemory()
-		}
-		if wentIdle {
-			d.workDone()
-		}
 	}
 }
 
-// workDone tells the imageDropper that a piece of work (a burst, a helper's
-// load, the static lists) is over; it looks whether the daemon is idle.
+// workEndedLocked, with d.mu held, runs wherever the daemon may have
+// become idle (an event handled, coldplug, a resync, the static lists or a
+// helper's load done): if it has, the imageDropper is told, and the memory a scan grew
+// is due back.
+func (d *Daemon) workEndedLocked() {
+	if !d.idleLocked() || d.requests != 0 {
+		return
+	}
+	d.scanOver = d.scanOver || d.trim
+	d.trim = false
+	d.workDone()
+}
+
+// workDone tells the imageDropper that some work may be over (it looks
+// whether the daemon is idle); it never blocks.
 func (d *Daemon) workDone() {
 	select {
 	case d.workOver <- struct{}{}:
@@ -454,7 +456,7 @@ func (d *Daemon) workDone() {
 	}
 }
 
-// imageDropper unmaps the executable's pages (dropImagePages) once some
+// imageDropper drops the executable's pages (dropImagePages) once some
 // work is over and no more came for dropQuiet. A storm's bursts come
 // closer together than that, and are not paid for with a drop each. The
 // work's finit_module calls may still be in the kernel, waiting for other
@@ -485,11 +487,15 @@ func (d *Daemon) imageDropper(ctx context.Context) {
 				continue
 			case <-tick.C:
 			}
-			inKernel, waited := d.cfg.Loader.Stats().InKernel > 0, !deadline.IsZero()
-			if waited && inKernel && time.Now().Before(deadline) {
+			inKernel, waited := d.cfg.Loader.Stats().InKernel, !deadline.IsZero()
+			if waited && inKernel > 0 && time.Now().Before(deadline) {
 				continue
 			}
-			last := !inKernel || waited
+			if waited && inKernel > 0 {
+				d.cfg.Log.Debug().Int64("in_kernel", inKernel).Dur("waited", dropWait).
+					Msg("finit_module calls still in the kernel; dropping the executable's pages regardless")
+			}
+			last := inKernel == 0 || waited
 			if !d.dropWhenIdle(last) || last {
 				break
 			}
@@ -504,8 +510,8 @@ func (d *Daemon) imageDropper(ctx context.Context) {
 func (d *Daemon) dropWhenIdle(last bool) bool {
 	d.mu.Lock()
 	idle := d.idleLocked() && d.requests == 0
-	trim := idle && last && d.scanOver
-	if trim {
+	trim := idle && d.scanOver
+	if trim && last {
 		d.scanOver = false
 	}
 	d.mu.Unlock()
@@ -513,9 +519,10 @@ func (d *Daemon) dropWhenIdle(last bool) bool {
 		return false // the work's end comes back to the dropper
 	}
 	if trim {
-		// Since the scan's burst ended, the calls that were still in the
-		// kernel returned, and their threads ended (a coldplug's
-		// 15-22): about 0.5 MiB more to give back.
+		// A scan's burst grew the heap: give it back to the system (an
+		// initramfs or a small device has little to spare). Once the
+		// calls still in the kernel have returned, their threads have
+		// ended (a coldplug's 15-22): about 0.5 MiB more to give back.
 		debug.FreeOSMemory()
 	}
 	kib, err := d.cfg.dropImage()

@@ -3,116 +3,128 @@ package daemon
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"os"
+	"reflect"
 	"strconv"
 
 	"golang.org/x/sys/unix"
 )
 
-// dropImagePages takes the pages of the daemon's own read-only data (type
-// data, the function tables: 2 MiB of the 4 MiB binary) out of its
-// resident set, as dropIndexPages does for the indexes, and returns how
-// many KiB it dropped. Work maps nearly all of it (the kernel's
-// fault-around maps 64 KiB around each page touched); the next event
-// faults back 0.2-0.3 MiB. The code is left alone: an event's handling
-// faults back 1.2-1.3 MiB of its 1.8, which cost 2 ms of a hotplug's
-// reaction under TCG (5.3-7.4 ms against 4.3-4.4, one bench round each).
-// The pages stay in the page cache (in an initramfs, in memory either
-// way): what this lowers is the resident set charged to the daemon (ps,
-// top, the OOM killer's score), not the memory in use, which is the
-// anonymous part.
+// dropImagePages drops the pages of the daemon's own read-only data (type
+// data, the function tables: 2 MiB of the 4 MiB binary) from its resident
+// set, as dropIndexPages does for the indexes, and returns how many KiB it
+// dropped. Work maps nearly all of it (the kernel's fault-around maps 64
+// KiB around each page touched); the next event faults back 0.2-0.3 MiB.
+// The code is left alone: an event's handling faults back 1.2-1.3 MiB of
+// its 1.8, which cost 2 ms of a hotplug's reaction under TCG (5.3-7.4 ms
+// against 4.3-4.4, one bench round each). The pages stay in the page
+// cache (in an initramfs, in memory either way): what this lowers is the
+// resident set charged to the daemon (ps, top, the OOM killer's score),
+// not the memory in use, which is the anonymous part.
 //
-// Only read-only mappings of the executable holding no private copy of a
-// page (smaps' Anonymous: 0) are dropped: madvise(MADV_DONTNEED) would
-// throw a private copy away (a relocated read-only segment of a PIE
-// build), and the writable data segment is all private copies.
+// The executable is the file mapped where this function's code is (its
+// device and inode as the mapping says: stat may say otherwise on
+// overlayfs or btrfs). Only its read-only, private mappings holding no
+// private copy of a page, in memory or swapped out, are dropped:
+// madvise(MADV_DONTNEED) would throw a private copy away (the relocated
+// read-only segment of a PIE build), and the writable data segment is
+// all private copies.
 func dropImagePages() (int64, error) {
-	var self unix.Stat_t
-	if err := unix.Stat("/proc/self/exe", &self); err != nil {
-		return 0, err
-	}
 	f, err := os.Open("/proc/self/smaps")
 	if err != nil {
 		return 0, err
 	}
-	defer f.Close()
-	var (
-		dropped   int64
-		cur       imageMapping
-		haveCur   bool
-		firstFail error
-	)
-	flush := func() {
-		if !haveCur || !cur.droppable() {
-			return
-		}
-		if _, _, e := unix.Syscall(unix.SYS_MADVISE, cur.start, cur.end-cur.start, unix.MADV_DONTNEED); e != 0 {
-			if firstFail == nil {
-				firstFail = fmt.Errorf("madvise %#x-%#x: %w", cur.start, cur.end, e)
-			}
-			return
-		}
-		dropped += cur.rssKiB
+	maps, err := readMappings(f)
+	f.Close()
+	if err != nil {
+		return 0, fmt.Errorf("/proc/self/smaps: %w", err)
 	}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := sc.Bytes()
-		if m, ok := parseMappingLine(line); ok {
-			flush()
-			cur, haveCur = m, m.isFile(&self)
+	self, ok := mappingAt(maps, uint64(reflect.ValueOf(dropImagePages).Pointer()))
+	if !ok {
+		return 0, errors.New("/proc/self/smaps: no mapping holds the daemon's code")
+	}
+	var dropped int64
+	for _, m := range maps {
+		if !m.sameFile(self) || !m.droppable() {
 			continue
 		}
-		if !haveCur {
-			continue
+		if _, _, e := unix.Syscall(unix.SYS_MADVISE, uintptr(m.start), uintptr(m.end-m.start), unix.MADV_DONTNEED); e != 0 {
+			return dropped, fmt.Errorf("madvise %#x-%#x: %w", m.start, m.end, e)
 		}
-		key, rest, ok := bytes.Cut(line, []byte(":"))
-		if !ok {
-			continue
-		}
-		switch string(key) {
-		case "Rss":
-			cur.rssKiB = kiB(rest)
-		case "Anonymous":
-			cur.anonKiB = kiB(rest)
-		}
+		dropped += m.rssKiB
 	}
-	flush()
-	if err := sc.Err(); err != nil {
-		return dropped, fmt.Errorf("/proc/self/smaps: %w", err)
-	}
-	return dropped, firstFail
+	return dropped, nil
 }
 
-// imageMapping is one mapping of /proc/self/smaps, as far as
-// dropImagePages needs it.
-type imageMapping struct {
-	start, end   uintptr
+// mapping is one mapping of /proc/PID/smaps, as far as dropImagePages
+// needs it.
+type mapping struct {
+	start, end   uint64
 	perms        string
 	major, minor uint32
 	inode        uint64
-	// -1 until smaps says: a mapping whose counts are missing is kept.
-	rssKiB, anonKiB int64
+	// In KiB; -1 where smaps gave none, which keeps the mapping.
+	rssKiB, anonKiB, swapKiB int64
 }
 
-func (m *imageMapping) isFile(st *unix.Stat_t) bool {
-	return m.inode == st.Ino && m.major == unix.Major(st.Dev) && m.minor == unix.Minor(st.Dev)
+func (m *mapping) sameFile(o mapping) bool {
+	return m.inode != 0 && m.inode == o.inode && m.major == o.major && m.minor == o.minor
 }
 
-func (m *imageMapping) droppable() bool {
-	return m.perms == "r--p" && m.rssKiB > 0 && m.anonKiB == 0
+func (m *mapping) droppable() bool {
+	return m.perms == "r--p" && m.rssKiB > 0 && m.anonKiB == 0 && m.swapKiB == 0
+}
+
+func mappingAt(maps []mapping, addr uint64) (mapping, bool) {
+	for _, m := range maps {
+		if m.start <= addr && addr < m.end {
+			return m, true
+		}
+	}
+	return mapping{}, false
+}
+
+// readMappings reads the mappings of a /proc/PID/smaps file with their
+// Rss, Anonymous and Swap counts.
+func readMappings(r io.Reader) ([]mapping, error) {
+	var maps []mapping
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		line := sc.Bytes()
+		if m, ok := parseMappingLine(line); ok {
+			maps = append(maps, m)
+			continue
+		}
+		key, rest, ok := bytes.Cut(line, []byte(":"))
+		if !ok || len(maps) == 0 {
+			continue
+		}
+		m := &maps[len(maps)-1]
+		switch string(key) {
+		case "Rss":
+			m.rssKiB = kiB(rest)
+		case "Anonymous":
+			m.anonKiB = kiB(rest)
+		case "Swap":
+			m.swapKiB = kiB(rest)
+		}
+	}
+	return maps, sc.Err()
 }
 
 // parseMappingLine reads a mapping's header line of /proc/PID/smaps:
 // "start-end perms offset major:minor inode [path]".
-func parseMappingLine(line []byte) (imageMapping, bool) {
+func parseMappingLine(line []byte) (mapping, bool) {
 	f := bytes.Fields(line)
 	if len(f) < 5 {
-		return imageMapping{}, false
+		return mapping{}, false
 	}
 	addr, dev := bytes.Split(f[0], []byte("-")), bytes.Split(f[3], []byte(":"))
 	if len(addr) != 2 || len(dev) != 2 || len(f[1]) != 4 {
-		return imageMapping{}, false
+		return mapping{}, false
 	}
 	start, err1 := strconv.ParseUint(string(addr[0]), 16, 64)
 	end, err2 := strconv.ParseUint(string(addr[1]), 16, 64)
@@ -120,12 +132,12 @@ func parseMappingLine(line []byte) (imageMapping, bool) {
 	minor, err4 := strconv.ParseUint(string(dev[1]), 16, 32)
 	inode, err5 := strconv.ParseUint(string(f[4]), 10, 64)
 	if err1 != nil || err2 != nil || err3 != nil || err4 != nil || err5 != nil || end <= start {
-		return imageMapping{}, false
+		return mapping{}, false
 	}
-	return imageMapping{
-		start: uintptr(start), end: uintptr(end), perms: string(f[1]),
+	return mapping{
+		start: start, end: end, perms: string(f[1]),
 		major: uint32(major), minor: uint32(minor), inode: inode,
-		rssKiB: -1, anonKiB: -1,
+		rssKiB: -1, anonKiB: -1, swapKiB: -1,
 	}, true
 }
 

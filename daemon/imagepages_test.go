@@ -1,9 +1,16 @@
 package daemon
 
 import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/modautoload/modautoload/loader/loadertest"
 )
@@ -11,6 +18,9 @@ import (
 // imageCanary lives in the executable's writable data segment: a drop
 // that threw that segment's private copies away would bring back 1.
 var imageCanary = [4]uint64{1, 2, 3, 4}
+
+// imageSink keeps a test's read of a mapped page from being optimised away.
+var imageSink byte
 
 func TestDropImagePagesKeepsPrivateCopies(t *testing.T) {
 	imageCanary[0] = 42
@@ -27,6 +37,112 @@ func TestDropImagePagesKeepsPrivateCopies(t *testing.T) {
 	// The code runs on, faulting back what it needs.
 	if got := strings.Repeat("ab", 3); got != "ababab" {
 		t.Fatal(got)
+	}
+}
+
+// What droppable relies on, checked against this kernel: a read-only
+// private mapping that was written before mprotect (as ld.so leaves a PIE
+// build's relocated data) shows its private copies as Anonymous; one
+// never written shows none.
+func TestSmapsShowsPrivateCopies(t *testing.T) {
+	page := os.Getpagesize()
+	f, err := os.CreateTemp(t.TempDir(), "image")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(bytes.Repeat([]byte{7}, 2*page)); err != nil {
+		t.Fatal(err)
+	}
+	written, err := unix.Mmap(int(f.Fd()), 0, 2*page, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(written)
+	written[0] = 9
+	if err := unix.Mprotect(written, unix.PROT_READ); err != nil {
+		t.Fatal(err)
+	}
+	clean, err := unix.Mmap(int(f.Fd()), 0, 2*page, unix.PROT_READ, unix.MAP_PRIVATE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(clean)
+	imageSink = clean[page] // resident now, from the page cache
+	sm, err := os.Open("/proc/self/smaps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	maps, err := readMappings(sm)
+	sm.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := func(b []byte) mapping {
+		m, ok := mappingAt(maps, uint64(uintptr(unsafe.Pointer(&b[0]))))
+		if !ok {
+			t.Fatalf("no mapping at %p", &b[0])
+		}
+		return m
+	}
+	if m := at(written); m.perms != "r--p" || m.anonKiB <= 0 || m.droppable() {
+		t.Errorf("written, then read-only: %+v, droppable %v; want r--p with Anonymous > 0, kept", m, m.droppable())
+	}
+	if m := at(clean); m.perms != "r--p" || m.anonKiB != 0 || m.swapKiB != 0 || !m.droppable() {
+		t.Errorf("never written: %+v, droppable %v; want r--p, no private copy, droppable", m, m.droppable())
+	}
+	if w, c := at(written), at(clean); !w.sameFile(c) {
+		t.Errorf("two mappings of one file: %+v and %+v are not the same file", w, c)
+	}
+}
+
+func TestReadMappingsKeepsWhatItCannotTell(t *testing.T) {
+	smaps := `00400000-005bb000 r-xp 00000000 00:02 4952                               /bin/modautoload
+Rss:                1768 kB
+Anonymous:             0 kB
+Swap:                  0 kB
+005bb000-007bb000 r--p 001bb000 00:02 4952                               /bin/modautoload
+Rss:                2044 kB
+Anonymous:             0 kB
+Swap:                  0 kB
+007bb000-007d0000 r--p 003bb000 00:02 4952                               /bin/modautoload
+Rss:                  84 kB
+Anonymous:             4 kB
+Swap:                  0 kB
+007d0000-007d8000 r--p 003d0000 00:02 4952                               /bin/modautoload
+Rss:                  16 kB
+Anonymous:             0 kB
+Swap:                  8 kB
+007d8000-007e0000 r--p 003d8000 00:02 4952                               /bin/modautoload
+Rss:                  16 kB
+Swap:                  0 kB
+007e0000-007f5000 rw-p 003e0000 00:02 4952                               /bin/modautoload
+Rss:                  84 kB
+Anonymous:             0 kB
+Swap:                  0 kB
+7ff23ace4000-7ff23ace5000 r--p 00000000 00:02 4942                       /lib/modules/6.1.0-57-amd64/modules.builtin.alias.bin
+Rss:                   4 kB
+Anonymous:             0 kB
+Swap:                  0 kB
+`
+	maps, err := readMappings(strings.NewReader(smaps))
+	if err != nil {
+		t.Fatal(err)
+	}
+	self, ok := mappingAt(maps, 0x400100)
+	if !ok || len(maps) != 7 {
+		t.Fatalf("%d mappings, the code's found %v", len(maps), ok)
+	}
+	var drop []uint64
+	for _, m := range maps {
+		if m.sameFile(self) && m.droppable() {
+			drop = append(drop, m.start)
+		}
+	}
+	// Only the rodata: not the code, a private copy in memory or in swap,
+	// a mapping without its counts, the data segment, another file.
+	if len(drop) != 1 || drop[0] != 0x5bb000 {
+		t.Fatalf("would drop the mappings at %#x, want only 0x5bb000", drop)
 	}
 }
 
@@ -52,23 +168,31 @@ func TestParseMappingLine(t *testing.T) {
 	}
 }
 
-// dropRig is a rig whose drops of the executable's pages are recorded (as
-// times since it started), where module a's finit_module lingers in the
-// kernel after a is live.
-func dropRig(t *testing.T, linger time.Duration, coldplug bool) (*rig, chan time.Duration, time.Time) {
-	drops := make(chan time.Duration, 16)
-	start := time.Now()
+// dropped is a drop of the executable's pages, seen by a test.
+type dropped struct {
+	at       time.Time
+	inKernel int64 // finit_module calls in the kernel then
+}
+
+// dropRig is a rig whose drops of the executable's pages are recorded,
+// where module a's finit_module lingers in the kernel after a is live.
+func dropRig(t *testing.T, linger time.Duration, coldplug bool) (*rig, chan dropped) {
+	drops := make(chan dropped, 16)
 	r := newRig(t, "", func(c *Config, k *loadertest.Kernel) {
-		c.dropImage = func() (int64, error) { drops <- time.Since(start); return 1, nil }
+		ld := c.Loader
+		c.dropImage = func() (int64, error) {
+			drops <- dropped{time.Now(), ld.Stats().InKernel}
+			return 1, nil
+		}
 		c.Coldplug = coldplug
 		k.SetModule("a", loadertest.Module{Linger: linger})
 		device(k, "/devices/a0", "dev:a0")
 	})
-	return r, drops, start
+	return r, drops
 }
 
-func collectDrops(drops chan time.Duration, d time.Duration) []time.Duration {
-	var got []time.Duration
+func collectDrops(drops chan dropped, d time.Duration) []dropped {
+	var got []dropped
 	for timeout := time.After(d); ; {
 		select {
 		case x := <-drops:
@@ -79,16 +203,18 @@ func collectDrops(drops chan time.Duration, d time.Duration) []time.Duration {
 	}
 }
 
+const dropTestLinger = 2 * time.Second
+
 // The executable's pages are dropped once the work is over and no more
 // came for dropQuiet, and again when its calls have left the kernel (a
 // finit_module lingering after the module went live); not once per
 // piece of work that comes in quick succession.
 func TestImageDroppedAfterWorkAndAgainAfterTheKernel(t *testing.T) {
-	const linger = 900 * time.Millisecond
-	r, drops, start := dropRig(t, linger, false)
+	r, drops := dropRig(t, dropTestLinger, false)
+	start := time.Now()
 	r.send("add", "/devices/a0", "dev:a0")
 	for !r.live("a") { // not settle, which waits a quiet spell of its own
-		if time.Since(start) > linger/2 {
+		if time.Since(start) > dropTestLinger/2 {
 			t.Fatal("a is not live")
 		}
 		time.Sleep(time.Millisecond)
@@ -97,35 +223,44 @@ func TestImageDroppedAfterWorkAndAgainAfterTheKernel(t *testing.T) {
 		time.Sleep(dropQuiet / 4)
 		r.send("change", "/devices/a0", "dev:a0")
 	}
-	lastWork := time.Since(start) // the last event's handling ends later
-	got := collectDrops(drops, linger+2*time.Second)
-	if len(got) != 2 {
-		t.Fatalf("drops %v, want 2: one after the work, one after the call's return at %v", got, linger)
+	lastWork := time.Now() // the last event's handling ends later
+	got := collectDrops(drops, dropTestLinger+10*dropQuiet)
+	if len(got) != 2 || got[0].inKernel != 1 || got[1].inKernel != 0 {
+		t.Fatalf("drops %+v, want 2: one after the work, with a's call in the kernel, one after it returned", got)
 	}
-	if got[0] < lastWork+dropQuiet {
-		t.Errorf("first drop %v after the first event, less than %v after the last work (%v)", got[0], dropQuiet, lastWork)
-	}
-	if got[0] >= linger {
-		t.Errorf("first drop %v after the first event: it waited for the call (%v)", got[0], linger)
-	}
-	if got[1] < linger {
-		t.Errorf("second drop %v after the first event, before the call returned (%v)", got[1], linger)
+	if quiet := got[0].at.Sub(lastWork); quiet < dropQuiet {
+		t.Errorf("first drop %v after the last work, want at least %v", quiet, dropQuiet)
 	}
 }
 
-// Coldplug's work is followed by the drops too; so is later work.
+// Coldplug's work is followed by the drops too, however quickly its
+// events are handled; so is later work, and a status query.
 func TestImageDroppedAfterColdplug(t *testing.T) {
-	const linger = 900 * time.Millisecond
-	r, drops, _ := dropRig(t, linger, true)
-	got := collectDrops(drops, linger+2*time.Second)
+	r, drops := dropRig(t, dropTestLinger, true)
+	got := collectDrops(drops, dropTestLinger+10*dropQuiet)
 	if !r.live("a") {
 		t.Fatal("coldplug did not load a")
 	}
-	if len(got) != 2 || got[1] < linger {
-		t.Fatalf("drops %v after coldplug, want 2, the second after the call's return at %v", got, linger)
+	if len(got) != 2 || got[0].inKernel != 1 || got[1].inKernel != 0 {
+		t.Fatalf("drops %+v after coldplug, want 2: with a's call in the kernel, and after it returned", got)
 	}
 	r.send("change", "/devices/a0", "dev:a0")
-	if got := collectDrops(drops, 3*dropQuiet); len(got) != 1 {
-		t.Fatalf("drops %v after an event, want 1", got)
+	if got := collectDrops(drops, 5*dropQuiet); len(got) != 1 {
+		t.Fatalf("drops %+v after an event, want 1", got)
+	}
+	path := filepath.Join(t.TempDir(), "control")
+	ln, err := Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- r.d.Serve(ctx, ln) }()
+	defer func() { cancel(); <-served }()
+	if resp, err := Ask(ctx, path, Request{Op: "status"}, Waits{}); err != nil || !resp.OK {
+		t.Fatalf("status: %+v, %v", resp, err)
+	}
+	if got := collectDrops(drops, 5*dropQuiet); len(got) != 1 {
+		t.Fatalf("drops %+v after a status query, want 1", got)
 	}
 }

@@ -27,12 +27,12 @@ func (d *Daemon) loadStatic(ctx context.Context) {
 		d.dropIndexPages()
 		d.mu.Lock()
 		d.static.Done = true
+		d.workEndedLocked()
 		sum := d.static
 		d.changed.Broadcast()
 		d.mu.Unlock()
 		d.cfg.Log.Info().Int("entries", sum.Entries).Int("live", sum.Live).Int("skipped", sum.Skipped).
 			Int("missing", sum.Missing).Int("failed", sum.Failed).Dur("took_ms", time.Since(start)).Msg("static lists loaded")
-		d.workDone()
 	}()
 	if d.cfg.DryRun {
 		for _, e := range d.cfg.Static {
