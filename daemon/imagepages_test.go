@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unsafe"
@@ -175,20 +176,23 @@ type dropped struct {
 }
 
 // dropRig is a rig whose drops of the executable's pages are recorded,
-// where module a's finit_module lingers in the kernel after a is live.
-func dropRig(t *testing.T, linger time.Duration, coldplug bool) (*rig, chan dropped) {
+// and its memory trims counted, where module a's finit_module lingers in
+// the kernel after a is live.
+func dropRig(t *testing.T, linger time.Duration, coldplug bool) (*rig, chan dropped, *atomic.Int64) {
 	drops := make(chan dropped, 16)
+	var trims atomic.Int64
 	r := newRig(t, "", func(c *Config, k *loadertest.Kernel) {
 		ld := c.Loader
 		c.dropImage = func() (int64, error) {
 			drops <- dropped{time.Now(), ld.Stats().InKernel}
 			return 1, nil
 		}
+		c.trimMemory = func() { trims.Add(1) }
 		c.Coldplug = coldplug
 		k.SetModule("a", loadertest.Module{Linger: linger})
 		device(k, "/devices/a0", "dev:a0")
 	})
-	return r, drops
+	return r, drops, &trims
 }
 
 func collectDrops(drops chan dropped, d time.Duration) []dropped {
@@ -210,7 +214,7 @@ const dropTestLinger = 2 * time.Second
 // finit_module lingering after the module went live); not once per
 // piece of work that comes in quick succession.
 func TestImageDroppedAfterWorkAndAgainAfterTheKernel(t *testing.T) {
-	r, drops := dropRig(t, dropTestLinger, false)
+	r, drops, trims := dropRig(t, dropTestLinger, false)
 	start := time.Now()
 	r.send("add", "/devices/a0", "dev:a0")
 	for !r.live("a") { // not settle, which waits a quiet spell of its own
@@ -231,12 +235,16 @@ func TestImageDroppedAfterWorkAndAgainAfterTheKernel(t *testing.T) {
 	if quiet := got[0].at.Sub(lastWork); quiet < dropQuiet {
 		t.Errorf("first drop %v after the last work, want at least %v", quiet, dropQuiet)
 	}
+	if n := trims.Load(); n != 1 {
+		t.Errorf("%d memory trims, want 1: once the call was out of the kernel", n)
+	}
 }
 
 // Coldplug's work is followed by the drops too, however quickly its
-// events are handled; so is later work, and a status query.
+// events are handled, and its heap is given back at each; later work is
+// followed by a drop and a trim, a status query by a drop alone.
 func TestImageDroppedAfterColdplug(t *testing.T) {
-	r, drops := dropRig(t, dropTestLinger, true)
+	r, drops, trims := dropRig(t, dropTestLinger, true)
 	got := collectDrops(drops, dropTestLinger+10*dropQuiet)
 	if !r.live("a") {
 		t.Fatal("coldplug did not load a")
@@ -244,9 +252,15 @@ func TestImageDroppedAfterColdplug(t *testing.T) {
 	if len(got) != 2 || got[0].inKernel != 1 || got[1].inKernel != 0 {
 		t.Fatalf("drops %+v after coldplug, want 2: with a's call in the kernel, and after it returned", got)
 	}
+	if n := trims.Swap(0); n != 2 {
+		t.Errorf("%d memory trims after coldplug, want 2", n)
+	}
 	r.send("change", "/devices/a0", "dev:a0")
 	if got := collectDrops(drops, 5*dropQuiet); len(got) != 1 {
 		t.Fatalf("drops %+v after an event, want 1", got)
+	}
+	if n := trims.Swap(0); n != 1 {
+		t.Errorf("%d memory trims after an event, want 1", n)
 	}
 	path := filepath.Join(t.TempDir(), "control")
 	ln, err := Listen(path)
@@ -262,5 +276,8 @@ func TestImageDroppedAfterColdplug(t *testing.T) {
 	}
 	if got := collectDrops(drops, 5*dropQuiet); len(got) != 1 {
 		t.Fatalf("drops %+v after a status query, want 1", got)
+	}
+	if n := trims.Load(); n != 0 {
+		t.Errorf("%d memory trims after a status query, want none", n)
 	}
 }
