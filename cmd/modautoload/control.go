@@ -160,8 +160,8 @@ func runStatus(ctx context.Context, env *cliEnv, args []string) int {
 	fmt.Fprintf(env.stdout, "handling   handled %d, nothing to load %d, queued %d (%d bytes), busy %d, seqnum %d of %d, coldplug done %v\n",
 		st.Handled, st.Skipped, st.Queue, st.QueueBytes, st.Busy, st.LastSeqnum, st.KernelSeqnum, st.ColdplugDone)
 	l := st.Loads
-	fmt.Fprintf(env.stdout, "loads      loaded %d, failed %d, deduplicated %d, already live %d, waited %d, in flight %d, in the kernel %d, refused %d\n",
-		l.Loaded, l.Failed, l.Deduplicated, l.AlreadyLive, l.Waited, l.InFlight, l.InKernel, st.Refused)
+	fmt.Fprintf(env.stdout, "loads      loaded %d, failed %d, deduplicated %d, already live %d, waited %d, in flight %d, in the kernel %d, refused %d; initstate polled %d times\n",
+		l.Loaded, l.Failed, l.Deduplicated, l.AlreadyLive, l.Waited, l.InFlight, l.InKernel, st.Refused, l.Polls)
 	if sl := st.Static; sl != nil {
 		fmt.Fprintf(env.stdout, "static     listed %d, done %d (all %v): live %d, skipped %d, missing %d, failed %d\n",
 			sl.Listed, sl.Entries, sl.Done, sl.Live, sl.Skipped, sl.Missing, sl.Failed)
