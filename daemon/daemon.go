@@ -468,12 +468,15 @@ func (d *Daemon) workDone() {
 // imageDropper drops the executable's pages (dropImagePages) once some
 // work is over and no more came for dropQuiet. A storm's bursts come
 // closer together than that, and are not paid for with a drop each. The
-// work's finit_module calls may still be in the kernel, waiting for other
-// drivers' asynchronous probes (the daemon waited only for the modules to
-// go live): when they return, their threads end, and the memory a scan
-// grew is given back and the pages they faulted on the way out are
-// dropped again. It waits at most dropWait for them, so a hung init does
-// not keep the memory for good.
+// memory the work grew is given back later, once its finit_module calls
+// are out of the kernel (they wait there for other drivers' asynchronous
+// probes, on 6.1 for seconds after the module went live) and their
+// threads have ended, and no work came for trimQuiet: a collection under
+// TCG takes tens of milliseconds, and a hotplug that came during one
+// waited for it (33 ms instead of 5, 2 of 25 in the bench, when the
+// coldplug's calls returned during the first hotplug). It waits at most
+// dropWait for the kernel, so a hung init does not keep the memory for
+// good.
 func (d *Daemon) imageDropper(ctx context.Context) {
 	tick := time.NewTicker(dropQuiet)
 	defer tick.Stop()
@@ -485,47 +488,53 @@ func (d *Daemon) imageDropper(ctx context.Context) {
 		case <-d.workOver:
 		}
 		tick.Reset(dropQuiet)
-		var deadline time.Time // set once dropped with calls in the kernel
+		lastWork, dropped, deadline := time.Now(), false, time.Time{}
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-d.workOver:
 				tick.Reset(dropQuiet)
-				deadline = time.Time{}
+				lastWork, dropped = time.Now(), false
 				continue
 			case <-tick.C:
 			}
-			inKernel, waited := d.cfg.Loader.Stats().InKernel, !deadline.IsZero()
-			if waited && inKernel > 0 && time.Now().Before(deadline) {
+			inKernel := d.cfg.Loader.Stats().InKernel
+			if !dropped {
+				idle, due := d.dropWhenIdle(false)
+				if !idle || !due && inKernel == 0 {
+					break // not idle: the work's end comes back here
+				}
+				dropped, deadline = true, time.Now().Add(dropWait)
+			}
+			if inKernel > 0 && time.Now().Before(deadline) || time.Since(lastWork) < trimQuiet {
 				continue
 			}
-			if waited && inKernel > 0 {
+			if inKernel > 0 {
 				d.cfg.Log.Debug().Int64("in_kernel", inKernel).Dur("waited", dropWait).
-					Msg("finit_module calls still in the kernel; dropping the executable's pages regardless")
+					Msg("finit_module calls still in the kernel; giving memory back regardless")
 			}
-			last := inKernel == 0 || waited
-			if !d.dropWhenIdle(last) || last {
-				break
-			}
-			deadline = time.Now().Add(dropWait)
+			d.dropWhenIdle(true)
+			break
 		}
 	}
 }
 
-// dropWhenIdle drops the executable's pages if the daemon is idle; false
-// if it is not. last: the work's calls are out of the kernel, or no
-// longer waited for.
-func (d *Daemon) dropWhenIdle(last bool) bool {
+// dropWhenIdle drops the executable's pages if the daemon is idle, and
+// gives back the memory a scan grew, or with last (the work's calls are
+// out of the kernel, or no longer waited for) any work's. It says whether
+// the daemon was idle, and whether memory is still due back.
+func (d *Daemon) dropWhenIdle(last bool) (idle, due bool) {
 	d.mu.Lock()
-	idle := d.idleLocked() && d.requests == 0
+	idle = d.idleLocked() && d.requests == 0
 	trim := idle && (d.scanOver || last && d.trimDue)
 	if idle && last {
 		d.scanOver, d.trimDue = false, false
 	}
+	due = d.scanOver || d.trimDue
 	d.mu.Unlock()
 	if !idle {
-		return false // the work's end comes back to the dropper
+		return false, due
 	}
 	if trim {
 		// Give what the work grew back to the system (an initramfs or a
@@ -540,14 +549,15 @@ func (d *Daemon) dropWhenIdle(last bool) bool {
 	kib, err := d.cfg.dropImage()
 	if err != nil {
 		d.cfg.Log.Debug().Err(err).Msg("cannot drop the executable's pages")
-		return true
+		return true, due
 	}
 	d.cfg.Log.Debug().Int64("kib", kib).Msg("dropped the executable's pages")
-	return true
+	return true, due
 }
 
 const (
 	dropQuiet = 200 * time.Millisecond
+	trimQuiet = time.Second
 	dropWait  = 10 * time.Second
 )
 
