@@ -323,6 +323,7 @@ func waitBounded(wg *sync.WaitGroup, bound time.Duration) bool {
 // it has read it (the helper waits for that only briefly, and loads by
 // itself when no acknowledgement comes), then works and answers.
 func (d *Daemon) serveConn(ctx context.Context, conn *net.UnixConn, writeBound time.Duration) {
+	defer d.workDone() // a query maps the binary's data too (status: 1.5 MiB)
 	defer conn.Close()
 	// Shutdown ends the connection, whatever it waits for.
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
@@ -364,7 +365,6 @@ func (d *Daemon) serveConn(ctx context.Context, conn *net.UnixConn, writeBound t
 	if req.Op == "load" {
 		d.dropIndexPages() // after the answer: the kernel's helper waits for it
 	}
-	d.workDone() // a query maps the binary's data too (status: 1.5 MiB)
 }
 
 func (d *Daemon) answer(ctx context.Context, req Request) Response {

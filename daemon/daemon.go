@@ -500,12 +500,22 @@ func (d *Daemon) imageDropper(ctx context.Context) {
 			case <-tick.C:
 			}
 			inKernel := d.cfg.Loader.Stats().InKernel
+			if inKernel == 0 {
+				deadline = time.Time{}
+			}
 			if !dropped {
 				idle, due := d.dropWhenIdle(false)
-				if !idle || !due && inKernel == 0 {
-					break // not idle: the work's end comes back here
+				if !idle || !due {
+					// Busy: the work's end comes back here. Nothing
+					// due back (a query): one drop is all.
+					break
 				}
-				dropped, deadline = true, time.Now().Add(dropWait)
+				dropped = true
+				if deadline.IsZero() {
+					// Kept over later work: a hung init is waited
+					// for once, not again after every query.
+					deadline = time.Now().Add(dropWait)
+				}
 			}
 			if inKernel > 0 && time.Now().Before(deadline) || time.Since(lastWork) < trimQuiet {
 				continue
@@ -526,12 +536,19 @@ func (d *Daemon) imageDropper(ctx context.Context) {
 // the daemon was idle, and whether memory is still due back.
 func (d *Daemon) dropWhenIdle(last bool) (idle, due bool) {
 	d.mu.Lock()
-	idle = d.idleLocked() && d.requests == 0
+	// Work that ended since the dropper's last look is not idle yet: its
+	// signal is pending, and its own quiet spell (and calls) come first.
+	idle = d.idleLocked() && d.requests == 0 && len(d.workOver) == 0
 	trim := idle && (d.scanOver || last && d.trimDue)
-	if idle && last {
-		d.scanOver, d.trimDue = false, false
+	if idle {
+		// A scan's heap goes once; the rest of its work's with the
+		// rest, at the last look.
+		d.scanOver = false
+		if last {
+			d.trimDue = false
+		}
 	}
-	due = d.scanOver || d.trimDue
+	due = d.trimDue
 	d.mu.Unlock()
 	if !idle {
 		return false, due

@@ -215,6 +215,11 @@ const dropTestLinger = 2 * time.Second
 // piece of work that comes in quick succession.
 func TestImageDroppedAfterWorkAndAgainAfterTheKernel(t *testing.T) {
 	r, drops, trims := dropRig(t, dropTestLinger, false)
+	// Started without coldplug, the daemon is idle at once: one drop of
+	// what its start mapped, no trim.
+	if got := collectDrops(drops, 5*dropQuiet); len(got) != 1 || got[0].inKernel != 0 || trims.Load() != 0 {
+		t.Fatalf("drops %+v and %d trims at start, want 1 drop", got, trims.Load())
+	}
 	start := time.Now()
 	r.send("add", "/devices/a0", "dev:a0")
 	for !r.live("a") { // not settle, which waits a quiet spell of its own
@@ -224,7 +229,6 @@ func TestImageDroppedAfterWorkAndAgainAfterTheKernel(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	for range 3 {
-		time.Sleep(dropQuiet / 4)
 		r.send("change", "/devices/a0", "dev:a0")
 	}
 	lastWork := time.Now() // the last event's handling ends later
@@ -241,30 +245,12 @@ func TestImageDroppedAfterWorkAndAgainAfterTheKernel(t *testing.T) {
 }
 
 // Coldplug's work is followed by the drops too, however quickly its
-// events are handled, and its heap is given back at each; later work is
-// followed by a drop, and trimQuiet later by a trim and a drop; a status
-// query by a drop alone.
+// events are handled, and its heap is given back at once; the rest when
+// its call has left the kernel, not again for a query meanwhile. Later
+// work is followed by a drop, and trimQuiet later by a trim and a drop;
+// a query by a drop alone.
 func TestImageDroppedAfterColdplug(t *testing.T) {
 	r, drops, trims := dropRig(t, dropTestLinger, true)
-	got := collectDrops(drops, dropTestLinger+10*dropQuiet)
-	if !r.live("a") {
-		t.Fatal("coldplug did not load a")
-	}
-	if len(got) != 2 || got[0].inKernel != 1 || got[1].inKernel != 0 {
-		t.Fatalf("drops %+v after coldplug, want 2: with a's call in the kernel, and after it returned", got)
-	}
-	if n := trims.Swap(0); n != 2 {
-		t.Errorf("%d memory trims after coldplug, want 2", n)
-	}
-	r.send("change", "/devices/a0", "dev:a0")
-	sent := time.Now()
-	got = collectDrops(drops, trimQuiet+5*dropQuiet)
-	if len(got) != 2 || got[1].at.Sub(sent) < trimQuiet {
-		t.Fatalf("drops %+v after an event at %v, want 2, the second with the trim %v later", got, sent, trimQuiet)
-	}
-	if n := trims.Swap(0); n != 1 {
-		t.Errorf("%d memory trims after an event, want 1", n)
-	}
 	path := filepath.Join(t.TempDir(), "control")
 	ln, err := Listen(path)
 	if err != nil {
@@ -274,13 +260,45 @@ func TestImageDroppedAfterColdplug(t *testing.T) {
 	served := make(chan error, 1)
 	go func() { served <- r.d.Serve(ctx, ln) }()
 	defer func() { cancel(); <-served }()
-	if resp, err := Ask(ctx, path, Request{Op: "status"}, Waits{}); err != nil || !resp.OK {
-		t.Fatalf("status: %+v, %v", resp, err)
+	query := func(op string) {
+		t.Helper()
+		if _, err := Ask(ctx, path, Request{Op: op}, Waits{}); err != nil {
+			t.Fatalf("%s: %v", op, err)
+		}
 	}
+
+	got := collectDrops(drops, 3*dropQuiet)
+	if len(got) != 1 || got[0].inKernel != 1 || trims.Load() != 1 {
+		t.Fatalf("drops %+v and %d trims after coldplug's work, want 1 of each, with a's call in the kernel", got, trims.Load())
+	}
+	query("status")
+	got = collectDrops(drops, dropTestLinger+10*dropQuiet)
+	if len(got) != 2 || got[0].inKernel != 1 || got[1].inKernel != 0 {
+		t.Fatalf("drops %+v after a query and a's return, want 2: with a's call in the kernel, and after it returned", got)
+	}
+	if n := trims.Swap(0); n != 2 {
+		t.Errorf("%d memory trims for coldplug, want 2: its heap, then the rest once a's call returned", n)
+	}
+	if !r.live("a") {
+		t.Fatal("coldplug did not load a")
+	}
+
+	r.send("change", "/devices/a0", "dev:a0")
+	sent := time.Now()
+	got = collectDrops(drops, trimQuiet+5*dropQuiet)
+	if len(got) != 2 || got[1].at.Sub(sent) < trimQuiet {
+		t.Fatalf("drops %+v after an event at %v, want 2, the second with the trim %v later", got, sent, trimQuiet)
+	}
+	if n := trims.Swap(0); n != 1 {
+		t.Errorf("%d memory trims after an event, want 1", n)
+	}
+
+	query("status")
+	query("no such op") // a bad request is a query too
 	if got := collectDrops(drops, trimQuiet+5*dropQuiet); len(got) != 1 {
-		t.Fatalf("drops %+v after a status query, want 1", got)
+		t.Fatalf("drops %+v after two queries, want 1", got)
 	}
 	if n := trims.Load(); n != 0 {
-		t.Errorf("%d memory trims after a status query, want none", n)
+		t.Errorf("%d memory trims after queries, want none", n)
 	}
 }
