@@ -319,17 +319,25 @@ func TestExitWhenIdleUnderTenNanoseconds(t *testing.T) {
 	}
 }
 
-func TestControlSocket(t *testing.T) {
-	r := newRig(t, "", nil)
-	path := filepath.Join(t.TempDir(), "control")
+// serveControl serves the rig's daemon on a control socket until the
+// test ends; ctx ends with it.
+func (r *rig) serveControl() (path string, ctx context.Context) {
+	r.t.Helper()
+	path = filepath.Join(r.t.TempDir(), "control")
 	ln, err := Listen(path)
 	if err != nil {
-		t.Fatal(err)
+		r.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() { served <- r.d.Serve(ctx, ln) }()
-	defer func() { cancel(); <-served }()
+	r.t.Cleanup(func() { cancel(); <-served })
+	return path, ctx
+}
+
+func TestControlSocket(t *testing.T) {
+	r := newRig(t, "", nil)
+	path, ctx := r.serveControl()
 	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("control socket mode %v, %v; want 0600", fi.Mode(), err)
 	}

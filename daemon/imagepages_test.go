@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"bytes"
-	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/modautoload/modautoload/loader/loadertest"
+	"github.com/modautoload/modautoload/loader/modlist"
 )
 
 // imageCanary lives in the executable's writable data segment: a drop
@@ -178,7 +178,7 @@ type dropped struct {
 // dropRig is a rig whose drops of the executable's pages are recorded,
 // and its memory trims counted, where module a's finit_module lingers in
 // the kernel after a is live.
-func dropRig(t *testing.T, linger time.Duration, coldplug bool) (*rig, chan dropped, *atomic.Int64) {
+func dropRig(t *testing.T, linger time.Duration, coldplug bool, static ...modlist.Entry) (*rig, chan dropped, *atomic.Int64) {
 	drops := make(chan dropped, 16)
 	var trims atomic.Int64
 	r := newRig(t, "", func(c *Config, k *loadertest.Kernel) {
@@ -189,6 +189,7 @@ func dropRig(t *testing.T, linger time.Duration, coldplug bool) (*rig, chan drop
 		}
 		c.trimMemory = func() { trims.Add(1) }
 		c.Coldplug = coldplug
+		c.Static = static
 		k.SetModule("a", loadertest.Module{Linger: linger})
 		device(k, "/devices/a0", "dev:a0")
 	})
@@ -251,15 +252,7 @@ func TestImageDroppedAfterWorkAndAgainAfterTheKernel(t *testing.T) {
 // a query by a drop alone.
 func TestImageDroppedAfterColdplug(t *testing.T) {
 	r, drops, trims := dropRig(t, dropTestLinger, true)
-	path := filepath.Join(t.TempDir(), "control")
-	ln, err := Listen(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- r.d.Serve(ctx, ln) }()
-	defer func() { cancel(); <-served }()
+	path, ctx := r.serveControl()
 	query := func(op string) {
 		t.Helper()
 		if _, err := Ask(ctx, path, Request{Op: op}, Waits{}); err != nil {
@@ -301,4 +294,37 @@ func TestImageDroppedAfterColdplug(t *testing.T) {
 	if n := trims.Load(); n != 0 {
 		t.Errorf("%d memory trims after queries, want none", n)
 	}
+}
+
+// Every kind of work that loads is followed by one collection: the
+// static lists, a helper's load; a resync by two, as a coldplug (its
+// heap at once, the rest at the last look).
+func TestMemoryGivenBackAfterEveryKindOfWork(t *testing.T) {
+	r, drops, trims := dropRig(t, 0, false, modlist.Entry{Name: "b", File: "/etc/modules-load.d/x.conf", Line: 1})
+	settled := func(what string, want int64) {
+		t.Helper()
+		collectDrops(drops, trimQuiet+5*dropQuiet)
+		if n := trims.Swap(0); n != want {
+			t.Errorf("%d memory trims after %s, want %d", n, what, want)
+		}
+	}
+	settled("the static lists", 1)
+	if !r.live("b") {
+		t.Fatal("the static list did not load b")
+	}
+
+	path, ctx := r.serveControl()
+	if resp, err := Ask(ctx, path, Request{Op: "load", Name: "dev:a0"}, Waits{}); err != nil || !resp.OK {
+		t.Fatalf("load: %+v, %v", resp, err)
+	}
+	settled("a helper's load", 1)
+
+	r.device("pci0/lost", "dev:slow-lost")
+	os.WriteFile(filepath.Join(r.kernel.Sysfs, "kernel", "uevent_seqnum"), []byte("5\n"), 0o644)
+	r.src.Overrun()
+	r.settle()
+	if !r.live("slow") {
+		t.Fatal("the resync did not load slow")
+	}
+	settled("a resync", 2)
 }
