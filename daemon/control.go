@@ -189,7 +189,7 @@ func (d *Daemon) Load(ctx context.Context, req Request) Response {
 	defer func() {
 		d.mu.Lock()
 		d.requests--
-		d.garbage = true
+		d.trimDue = true
 		d.workEndedLocked()
 		d.changed.Broadcast()
 		d.mu.Unlock()

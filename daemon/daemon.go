@@ -95,10 +95,11 @@ type Daemon struct {
 	stopping   bool
 	static     StaticStatus  // the static lists' progress; Done when there are none
 	requests   int           // load requests from the modprobe helper in progress
-	trim       bool          // a scan ran: return memory to the system once its work is done
-	garbage    bool          // events or loads were handled: return memory once idle
-	scanOver   bool          // for dropWhenIdle: a scan's work is over
-	trimDue    bool          // for dropWhenIdle: some work that left garbage is over
+	// Memory due back to the system, given back only when the daemon is
+	// idle (dropWhenIdle), so work in progress can set them: a scan's
+	// heap at the dropper's first look, any work's garbage at its last.
+	scanned bool
+	trimDue bool
 	workOver   chan struct{} // to the imageDropper: some work may be over (workDone)
 	// An overflow lasts from the first event dropped until the kernel
 	// events queued are down to half the bound, so one that flaps at the
@@ -388,7 +389,7 @@ func (d *Daemon) scan(why string) {
 	d.mu.Lock()
 	// Whatever the kernel announced before the scan is covered by it.
 	d.lastSeq = max(d.lastSeq, seq)
-	d.trim = true
+	d.scanned, d.trimDue = true, true
 	d.changed.Broadcast()
 	d.mu.Unlock()
 }
@@ -430,7 +431,7 @@ func (d *Daemon) worker(ctx context.Context) {
 		d.dropIndexPages()
 		d.mu.Lock()
 		d.queue.finish(e)
-		d.garbage = true
+		d.trimDue = true
 		if d.idleLocked() {
 			// The burst is over: a module that failed may be tried
 			// again by the next, distinct event.
@@ -444,16 +445,11 @@ func (d *Daemon) worker(ctx context.Context) {
 
 // workEndedLocked, with d.mu held, runs wherever the daemon may have
 // become idle (an event handled, coldplug, a resync, the static lists or a
-// helper's load done): if it has, the imageDropper is told, and the memory
-// the work grew is due back.
+// helper's load done): if it has, the imageDropper is told.
 func (d *Daemon) workEndedLocked() {
-	if !d.idleLocked() || d.requests != 0 {
-		return
+	if d.idleLocked() && d.requests == 0 {
+		d.workDone()
 	}
-	d.scanOver = d.scanOver || d.trim
-	d.trimDue = d.trimDue || d.trim || d.garbage
-	d.trim, d.garbage = false, false
-	d.workDone()
 }
 
 // workDone tells the imageDropper that some work may be over (it looks
@@ -539,11 +535,11 @@ func (d *Daemon) dropWhenIdle(last bool) (idle, due bool) {
 	// Work that ended since the dropper's last look is not idle yet: its
 	// signal is pending, and its own quiet spell (and calls) come first.
 	idle = d.idleLocked() && d.requests == 0 && len(d.workOver) == 0
-	trim := idle && (d.scanOver || last && d.trimDue)
+	trim := idle && (d.scanned || last && d.trimDue)
 	if idle {
 		// A scan's heap goes once; the rest of its work's with the
 		// rest, at the last look.
-		d.scanOver = false
+		d.scanned = false
 		if last {
 			d.trimDue = false
 		}

@@ -27,7 +27,7 @@ func (d *Daemon) loadStatic(ctx context.Context) {
 		d.dropIndexPages()
 		d.mu.Lock()
 		d.static.Done = true
-		d.garbage = true
+		d.trimDue = true
 		d.workEndedLocked()
 		sum := d.static
 		d.changed.Broadcast()
