@@ -93,14 +93,14 @@ type Daemon struct {
 	rescanning bool   // the resyncer is doing one
 	coldDone   bool
 	stopping   bool
-	static     StaticStatus  // the static lists' progress; Done when there are none
-	requests   int           // load requests from the modprobe helper in progress
+	static     StaticStatus // the static lists' progress; Done when there are none
+	requests   int          // load requests from the modprobe helper in progress
 	// Memory due back to the system, given back only when the daemon is
 	// idle (dropWhenIdle), so work in progress can set them: a scan's
 	// heap at the dropper's first look, any work's garbage at its last.
-	scanned bool
-	trimDue bool
-	workOver   chan struct{} // to the imageDropper: some work may be over (workDone)
+	scanned  bool
+	trimDue  bool
+	workOver chan struct{} // to the imageDropper: some work may be over (workDone)
 	// An overflow lasts from the first event dropped until the kernel
 	// events queued are down to half the bound, so one that flaps at the
 	// bound is logged once; overflowDropped counts its events.
