@@ -110,6 +110,9 @@ func TestStatusAccountsForMemory(t *testing.T) {
 	if m.RSSKiB <= 0 || m.AnonKiB <= 0 || m.Threads <= 0 {
 		t.Errorf("kernel figures missing: %+v", m)
 	}
+	if m.Procs != int64(runtime.GOMAXPROCS(0)) {
+		t.Errorf("procs %d, GOMAXPROCS %d", m.Procs, runtime.GOMAXPROCS(0))
+	}
 	if m.HeapObjects == 0 || m.Stacks == 0 || m.GCCycles == 0 || m.GCCPUSeconds <= 0 {
 		t.Errorf("runtime figures missing: %+v", m)
 	}

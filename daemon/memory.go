@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"os"
+	"runtime"
 	"runtime/metrics"
 	"strconv"
 )
@@ -26,6 +27,9 @@ type Memory struct {
 	// the thread count.
 	PeakRSSKiB int64 `json:"peak_rss_kib"`
 	Threads    int64 `json:"threads"`
+	// GOMAXPROCS: how many of the threads run Go code at once; the
+	// runtime keeps memory per processor.
+	Procs int64 `json:"procs"`
 	// From the Go runtime, in bytes.
 	HeapObjects  uint64 `json:"heap_objects"`
 	HeapUnused   uint64 `json:"heap_unused"`   // the free room in pages that hold objects
@@ -73,6 +77,7 @@ func readMemory() Memory {
 		Stacks:       v(4) + v(5),
 		RuntimeOther: v(6) + v(7) + v(8) + v(9) + v(10),
 		GCCycles:     v(11),
+		Procs:        int64(runtime.GOMAXPROCS(0)),
 	}
 	if samples[12].Value.Kind() == metrics.KindFloat64 {
 		m.GCCPUSeconds = samples[12].Value.Float64()

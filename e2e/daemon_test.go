@@ -586,3 +586,57 @@ func pathModules(p []daemon.PathStep) string {
 	}
 	return strings.Join(s, " ")
 }
+
+// TestDaemonProcs: on a machine with more CPUs than the daemon runs Go code
+// on (2; the runtime keeps memory per processor), the daemon starts with
+// that many, and the commands it runs get the environment it was started
+// with; a GOMAXPROCS the caller sets is the caller's.
+func TestDaemonProcs(t *testing.T) {
+	Require(t)
+	res := Boot(t.Context(), t, Scenario{
+		CPUs:  4,
+		Files: append(daemonFiles(t), File{Guest: "/etc/modprobe.d/env.conf", Data: []byte("install dummy env >/tmp/install.env\n")}),
+		Script: `
+echo "E2E:CPUS $(nproc)"
+for run in default caller; do
+	[ $run = caller ] && export GOMAXPROCS=3
+	modautoload daemon --log-format json 2>>/tmp/daemon.log &
+	DAEMON=$!
+	modautoload settle --timeout 60s
+	rm -f /tmp/install.env
+	modautoload modprobe dummy; echo "E2E:MODPROBE_$run $?"
+	echo "E2E:PROCS_$run $(modautoload status --json | grep -o '"procs":[0-9]*' | tr -dc 0-9)"
+	echo "E2E:ENV_$run $(grep -E '^(GOMAXPROCS|MODAUTOLOAD_)' /tmp/install.env | tr '\n' ' ')"
+	echo "E2E:EXECENV_$run $(tr '\0' '\n' </proc/$DAEMON/environ | grep -E '^(GOMAXPROCS|MODAUTOLOAD_)' | tr '\n' ' ')"
+	echo "E2E:MODPROBE_MODULE_$run $(grep -c '^MODPROBE_MODULE=dummy$' /tmp/install.env)"
+	kill $DAEMON; wait $DAEMON
+done
+` + daemonLog,
+	})
+	if res.Value("CPUS") != "4" {
+		t.Fatalf("guest has %q CPUs, want 4", res.Value("CPUS"))
+	}
+	for _, c := range []struct{ run, procs, execEnv, env string }{
+		{"default", "2", "GOMAXPROCS=2 MODAUTOLOAD_LEAN_GOMAXPROCS=1", ""},
+		{"caller", "3", "GOMAXPROCS=3", "GOMAXPROCS=3"},
+	} {
+		if rc := res.Value("MODPROBE_" + c.run); rc != "0" {
+			t.Errorf("%s: modprobe dummy exited %q; log %q", c.run, rc, res.Lines("LOG"))
+		}
+		// The install command ran, in the daemon: kmod's variable is set.
+		if n := res.Value("MODPROBE_MODULE_" + c.run); n != "1" {
+			t.Fatalf("%s: no install command's environment (%q)", c.run, n)
+		}
+		if p := res.Value("PROCS_" + c.run); p != c.procs {
+			t.Errorf("%s: the daemon runs Go code on %q threads at once, want %s", c.run, p, c.procs)
+		}
+		// The runtime started with the count: set later, the state it made
+		// for the CPUs' count would stay.
+		if env := strings.TrimSpace(res.Value("EXECENV_" + c.run)); env != c.execEnv {
+			t.Errorf("%s: the daemon was executed with %q, want %q", c.run, env, c.execEnv)
+		}
+		if env := strings.TrimSpace(res.Value("ENV_" + c.run)); env != c.env {
+			t.Errorf("%s: the install command's environment has %q, want %q", c.run, env, c.env)
+		}
+	}
+}

@@ -167,8 +167,8 @@ func runStatus(ctx context.Context, env *cliEnv, args []string) int {
 			sl.Listed, sl.Entries, sl.Done, sl.Live, sl.Skipped, sl.Missing, sl.Failed)
 	}
 	m := st.Memory
-	fmt.Fprintf(env.stdout, "memory     resident %d KiB (peak %d: anonymous %d, files %d, shmem %d), %d threads; Go heap %d KiB in use, %d unused in its pages, %d free, %d released; stacks %d KiB; %d GC cycles (%.2f s CPU)\n",
-		m.RSSKiB, m.PeakRSSKiB, m.AnonKiB, m.FileKiB, m.ShmemKiB, m.Threads, m.HeapObjects>>10, m.HeapUnused>>10, m.HeapFree>>10, m.HeapReleased>>10, m.Stacks>>10, m.GCCycles, m.GCCPUSeconds)
+	fmt.Fprintf(env.stdout, "memory     resident %d KiB (peak %d: anonymous %d, files %d, shmem %d), %d threads (Go code on %d at once); Go heap %d KiB in use, %d unused in its pages, %d free, %d released; stacks %d KiB; %d GC cycles (%.2f s CPU)\n",
+		m.RSSKiB, m.PeakRSSKiB, m.AnonKiB, m.FileKiB, m.ShmemKiB, m.Threads, m.Procs, m.HeapObjects>>10, m.HeapUnused>>10, m.HeapFree>>10, m.HeapReleased>>10, m.Stacks>>10, m.GCCycles, m.GCCPUSeconds)
 	names := make([]string, 0, len(st.Modules))
 	for n := range st.Modules {
 		names = append(names, n)

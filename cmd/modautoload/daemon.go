@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -349,16 +350,22 @@ func notifyReady(fd int, log zerolog.Logger) {
 	}
 }
 
-// execWithoutHugePages executes the daemon again, once, with transparent
-// huge pages off for the process. Its heap is a few hundred KiB, but with
-// huge pages "always" (Debian's default) the runtime's first heap arena
-// and the binary's bss were faulted in as 2 MiB pages before any of our
-// code ran, and stayed: 7 MiB anonymous memory resident after a coldplug,
-// 2.5 MiB with the flag set first (measured in the e2e guest). The flag
-// must be set before the runtime starts, and execve keeps it. Nothing is
-// open yet but the descriptors the daemon inherited, which execve keeps
-// too; the process ID stays the same.
-func execWithoutHugePages() {
+// execLean executes the daemon again, once, so that the Go runtime starts
+// the way the daemon stays small:
+//   - With transparent huge pages off for the process. Its heap is a few
+//     hundred KiB, but with huge pages "always" (Debian's default) the
+//     runtime's first heap arena and the binary's bss were faulted in as
+//     2 MiB pages before any of our code ran, and stayed: 7 MiB anonymous
+//     memory resident after a coldplug, 2.5 MiB with the flag set first
+//     (measured in the e2e guest). execve keeps the flag.
+//   - With GOMAXPROCS at daemonProcs, unless the environment sets it: the
+//     runtime sizes its per-processor state as it starts, and lowering
+//     GOMAXPROCS from 32 to 2 at once left 0.7 MiB of it resident (e2e
+//     guest, after coldplug).
+//
+// Nothing is open yet but the descriptors the daemon inherited, which
+// execve keeps too; the process ID stays the same.
+func execLean() {
 	if off, err := unix.PrctlRetInt(unix.PR_GET_THP_DISABLE, 0, 0, 0, 0); err != nil || off == 1 {
 		nameProcess()
 		return
@@ -367,7 +374,51 @@ func execWithoutHugePages() {
 		return
 	}
 	// On failure (no /proc) the daemon runs on as it is.
-	unix.Exec("/proc/self/exe", os.Args, os.Environ())
+	unix.Exec("/proc/self/exe", os.Args, leanEnv(os.Environ(), runtime.GOMAXPROCS(0)))
+}
+
+// daemonProcs is how many threads the daemon runs Go code on at once. Its
+// work between system calls is light, and a second thread keeps the event
+// loop going while another goroutine decompresses a module or walks
+// sysfs. Each further one costs memory the runtime keeps per processor:
+// 1.4 MiB more anonymous memory with 8, 2.0 MiB with 32 (e2e guest, after
+// coldplug). A load blocked in the kernel holds an OS thread of its own
+// whatever this says.
+const daemonProcs = 2
+
+// procsMarker tells the daemon executed again that GOMAXPROCS in its
+// environment is execLean's, not its caller's, so the commands it runs
+// (modprobe.d install lines) get the environment it was started with.
+const procsMarker = "MODAUTOLOAD_LEAN_GOMAXPROCS"
+
+// leanEnv is the environment execLean executes the daemon with: env, and
+// GOMAXPROCS capped at daemonProcs when env does not set it and the
+// runtime chose more (procs: the CPUs, or the cgroup's CPU limit).
+func leanEnv(env []string, procs int) []string {
+	if procs <= daemonProcs {
+		return env
+	}
+	for _, kv := range env {
+		if strings.HasPrefix(kv, "GOMAXPROCS=") {
+			return env
+		}
+	}
+	return append(env[:len(env):len(env)], "GOMAXPROCS="+strconv.Itoa(daemonProcs), procsMarker+"=1")
+}
+
+// limitProcs runs where execLean returned: in the daemon executed again,
+// it takes execLean's GOMAXPROCS out of the environment; where the daemon
+// could not be executed again, it caps GOMAXPROCS now (the per-processor
+// state already made stays), unless the environment sets it.
+func limitProcs() {
+	if os.Getenv(procsMarker) != "" {
+		os.Unsetenv(procsMarker)
+		os.Unsetenv("GOMAXPROCS")
+		return
+	}
+	if _, set := os.LookupEnv("GOMAXPROCS"); !set && runtime.GOMAXPROCS(0) > daemonProcs {
+		runtime.GOMAXPROCS(daemonProcs)
+	}
 }
 
 // nameProcess gives the process back the name it was started by: the

@@ -64,7 +64,8 @@ func main() {
 		args = append([]string{"modprobe"}, args...)
 	}
 	if len(args) > 0 && args[0] == "daemon" {
-		execWithoutHugePages()
+		execLean()
+		limitProcs()
 	}
 	code := run(ctx, &cliEnv{stdout: os.Stdout, stderr: os.Stderr}, args)
 	stop()
