@@ -76,9 +76,11 @@ type Config struct {
 
 	// dropImage drops the executable's pages and trimMemory gives the
 	// free heap back (tests watch them); nil means dropImagePages and
-	// debug.FreeOSMemory.
+	// debug.FreeOSMemory. dropWait bounds the wait for the kernel before
+	// the heap is given back (tests shorten it); 0 means dropWait.
 	dropImage  func() (int64, error)
 	trimMemory func()
+	dropWait   time.Duration
 }
 
 // Daemon is one running event loop. Create it with New, run it with Run.
@@ -137,6 +139,9 @@ func New(cfg Config) (*Daemon, error) {
 	}
 	if cfg.trimMemory == nil {
 		cfg.trimMemory = debug.FreeOSMemory
+	}
+	if cfg.dropWait <= 0 {
+		cfg.dropWait = dropWait
 	}
 	d := &Daemon{cfg: cfg, queue: newEventQueue(), lastSeq: cfg.StartSeqnum, workOver: make(chan struct{}, 1)}
 	d.static = StaticStatus{Listed: len(cfg.Static), Done: len(cfg.Static) == 0}
@@ -510,14 +515,14 @@ func (d *Daemon) imageDropper(ctx context.Context) {
 				if deadline.IsZero() {
 					// Kept over later work: a hung init is waited
 					// for once, not again after every query.
-					deadline = time.Now().Add(dropWait)
+					deadline = time.Now().Add(d.cfg.dropWait)
 				}
 			}
 			if inKernel > 0 && time.Now().Before(deadline) || time.Since(lastWork) < trimQuiet {
 				continue
 			}
 			if inKernel > 0 {
-				d.cfg.Log.Debug().Int64("in_kernel", inKernel).Dur("waited", dropWait).
+				d.cfg.Log.Debug().Int64("in_kernel", inKernel).Dur("waited", d.cfg.dropWait).
 					Msg("finit_module calls still in the kernel; giving memory back regardless")
 			}
 			d.dropWhenIdle(true)

@@ -179,6 +179,12 @@ type dropped struct {
 // and its memory trims counted, where module a's finit_module lingers in
 // the kernel after a is live.
 func dropRig(t *testing.T, linger time.Duration, coldplug bool, static ...modlist.Entry) (*rig, chan dropped, *atomic.Int64) {
+	return dropRigWaiting(t, linger, 0, coldplug, static...)
+}
+
+// dropRigWaiting is dropRig whose daemon waits at most wait for the
+// kernel before it gives memory back (0: the daemon's default).
+func dropRigWaiting(t *testing.T, linger, wait time.Duration, coldplug bool, static ...modlist.Entry) (*rig, chan dropped, *atomic.Int64) {
 	drops := make(chan dropped, 16)
 	var trims atomic.Int64
 	r := newRig(t, "", func(c *Config, k *loadertest.Kernel) {
@@ -188,6 +194,7 @@ func dropRig(t *testing.T, linger time.Duration, coldplug bool, static ...modlis
 			return 1, nil
 		}
 		c.trimMemory = func() { trims.Add(1) }
+		c.dropWait = wait
 		c.Coldplug = coldplug
 		c.Static = static
 		k.SetModule("a", loadertest.Module{Linger: linger})
@@ -242,6 +249,38 @@ func TestImageDroppedAfterWorkAndAgainAfterTheKernel(t *testing.T) {
 	}
 	if n := trims.Load(); n != 1 {
 		t.Errorf("%d memory trims, want 1: once the call was out of the kernel", n)
+	}
+}
+
+// A call that stays in the kernel (a hung init) keeps the work's memory
+// for the daemon's bounded wait, not for good: it is given back then,
+// with the call still there, once.
+func TestMemoryGivenBackWhileACallHangs(t *testing.T) {
+	const wait = 2 * time.Second // past trimQuiet, which alone would trim earlier
+	r, drops, trims := dropRigWaiting(t, 2*wait, wait, false)
+	collectDrops(drops, 5*dropQuiet) // the start's
+	r.send("add", "/devices/a0", "dev:a0")
+	start := time.Now()
+	for !r.live("a") {
+		if time.Since(start) > wait {
+			t.Fatal("a is not live")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	got := collectDrops(drops, 3*dropQuiet)
+	if len(got) != 1 || got[0].inKernel != 1 || trims.Load() != 0 {
+		t.Fatalf("drops %+v and %d trims after the work, want 1 drop with a's call in the kernel, no trim", got, trims.Load())
+	}
+	first := got[0].at
+	got = collectDrops(drops, wait+3*dropQuiet)
+	if len(got) != 1 || got[0].inKernel != 1 {
+		t.Fatalf("drops %+v after waiting for the kernel, want 1, with a's call still there", got)
+	}
+	if waited := got[0].at.Sub(first); waited < wait {
+		t.Errorf("memory given back %v after the first drop, want at least the wait, %v", waited, wait)
+	}
+	if n := trims.Load(); n != 1 {
+		t.Errorf("%d memory trims with a's call hanging, want 1", n)
 	}
 }
 
