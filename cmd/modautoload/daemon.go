@@ -381,9 +381,10 @@ func execLean() {
 // work between system calls is light, and a second thread keeps the event
 // loop going while another goroutine decompresses a module or walks
 // sysfs. Each further one costs memory the runtime keeps per processor:
-// 1.4 MiB more anonymous memory with 8, 2.0 MiB with 32 (e2e guest, after
-// coldplug). A load blocked in the kernel holds an OS thread of its own
-// whatever this says.
+// after coldplug, 1.1 MiB more anonymous memory on an 8-vCPU guest with
+// one per CPU; 1.4 MiB with GOMAXPROCS=8 and 2.0 with 32 on a 2-vCPU one.
+// A load blocked in the kernel holds an OS thread of its own whatever
+// this says.
 const daemonProcs = 2
 
 // procsMarker tells the daemon executed again that GOMAXPROCS in its
