@@ -481,6 +481,9 @@ func (d *Daemon) workDone() {
 func (d *Daemon) imageDropper(ctx context.Context) {
 	tick := time.NewTicker(dropQuiet)
 	defer tick.Stop()
+	// Kept over later work until the kernel has no call of ours: a hung
+	// init is waited for once, not again after every piece of work.
+	var deadline time.Time
 	for {
 		tick.Stop()
 		select {
@@ -489,7 +492,7 @@ func (d *Daemon) imageDropper(ctx context.Context) {
 		case <-d.workOver:
 		}
 		tick.Reset(dropQuiet)
-		lastWork, dropped, deadline := time.Now(), false, time.Time{}
+		lastWork, dropped := time.Now(), false
 		for {
 			select {
 			case <-ctx.Done():
@@ -513,8 +516,6 @@ func (d *Daemon) imageDropper(ctx context.Context) {
 				}
 				dropped = true
 				if deadline.IsZero() {
-					// Kept over later work: a hung init is waited
-					// for once, not again after every query.
 					deadline = time.Now().Add(d.cfg.dropWait)
 				}
 			}

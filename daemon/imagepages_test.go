@@ -254,10 +254,11 @@ func TestImageDroppedAfterWorkAndAgainAfterTheKernel(t *testing.T) {
 
 // A call that stays in the kernel (a hung init) keeps the work's memory
 // for the daemon's bounded wait, not for good: it is given back then,
-// with the call still there, once.
+// with the call still there, once; later work's is not held for another
+// wait on the same call.
 func TestMemoryGivenBackWhileACallHangs(t *testing.T) {
-	const wait = 2 * time.Second // past trimQuiet, which alone would trim earlier
-	r, drops, trims := dropRigWaiting(t, 2*wait, wait, false)
+	const wait = 3 * trimQuiet / 2 // past trimQuiet, which alone would trim earlier
+	r, drops, trims := dropRigWaiting(t, 3*wait, wait, false)
 	collectDrops(drops, 5*dropQuiet) // the start's
 	r.send("add", "/devices/a0", "dev:a0")
 	start := time.Now()
@@ -279,8 +280,19 @@ func TestMemoryGivenBackWhileACallHangs(t *testing.T) {
 	if waited := got[0].at.Sub(first); waited < wait {
 		t.Errorf("memory given back %v after the first drop, want at least the wait, %v", waited, wait)
 	}
-	if n := trims.Load(); n != 1 {
+	if n := trims.Swap(0); n != 1 {
 		t.Errorf("%d memory trims with a's call hanging, want 1", n)
+	}
+
+	r.send("change", "/devices/a0", "dev:a0")
+	sent := time.Now()
+	got = collectDrops(drops, trimQuiet+3*dropQuiet)
+	if len(got) != 2 || got[1].inKernel != 1 || trims.Load() != 1 {
+		t.Fatalf("drops %+v and %d trims after later work, want 2 drops and a trim within %v, a's call still there",
+			got, trims.Load(), trimQuiet+3*dropQuiet)
+	}
+	if after := got[1].at.Sub(sent); after < trimQuiet {
+		t.Errorf("later work's memory given back %v after it, want at least %v", after, trimQuiet)
 	}
 }
 
