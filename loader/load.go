@@ -208,7 +208,11 @@ func NewLoader(kernel Kernel, sysfs string) *Loader {
 // Shutdown stops waits in progress and waits, until ctx ends, for loads
 // already handed to the kernel (a system call cannot be interrupted).
 func (l *Loader) Shutdown(ctx context.Context) error {
+	// Under l.mu: a flight started before is in wg when Wait looks, and
+	// none starts after.
+	l.mu.Lock()
 	l.cancel()
+	l.mu.Unlock()
 	done := make(chan struct{})
 	go func() { l.wg.Wait(); close(done) }()
 	select {
@@ -285,7 +289,10 @@ func (l *Loader) ensureStep(ctx context.Context, s Step, retry bool, p *planRun,
 			st.id, st.shared, st.end = id, shared, MonotonicNow()
 		}
 	}
-	if s.Builtin && s.Path == "" && !s.HasInstall {
+	// Built in: done, whatever its install command says; libkmod skips a
+	// module in the kernel before looking at its command too. Its
+	// /sys/module directory, if any, has no initstate ever.
+	if s.Builtin && s.Path == "" {
 		l.already.Add(1)
 		l.setState(s.Name, "builtin", nil)
 		outcome(0, false)
@@ -313,6 +320,14 @@ func (l *Loader) ensureStep(ctx context.Context, s Step, retry bool, p *planRun,
 		l.dedup.Add(1)
 		outcome(fail.id, true)
 		return fail.err
+	case ctx.Err() != nil || l.ctx.Err() != nil:
+		// A caller that is gone, or a loader shut down (SIGTERM), hands
+		// nothing more to the kernel.
+		l.mu.Unlock()
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		return fmt.Errorf("%s: not loaded: shutting down: %w", s.Name, l.ctx.Err())
 	default:
 		f = &flight{done: make(chan struct{}), module: s.Name, plan: p, step: i}
 		if p != nil {

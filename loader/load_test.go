@@ -512,6 +512,55 @@ func TestBuiltinNeedsNoKernel(t *testing.T) {
 	}
 }
 
+// A built-in module is done at once even with an install command (a
+// CIS-style "install usb-storage /bin/false"): libkmod skips a module in
+// the kernel before its command. Its /sys/module directory (built-in
+// modules with parameters have one) has no initstate, and is not a load
+// coming.
+func TestBuiltinWithInstallCommand(t *testing.T) {
+	k := loadertest.NewKernel(t, nil)
+	l := newTestLoader(t, k)
+	os.MkdirAll(filepath.Join(k.Sysfs, "module", "usb_storage", "parameters"), 0o755)
+	out := filepath.Join(t.TempDir(), "ran")
+	for _, cmd := range []string{"/bin/false", "touch " + out} {
+		start := time.Now()
+		err := l.ensure(context.Background(), Step{Name: "usb_storage", Builtin: true, Required: true, HasInstall: true, Install: cmd}, false)
+		if err != nil || time.Since(start) > time.Second {
+			t.Errorf("install %q: %v after %v, want done at once", cmd, err, time.Since(start))
+		}
+	}
+	if _, err := os.Stat(out); err == nil {
+		t.Error("the install command of a built-in module ran")
+	}
+	if st := l.States()["usb_storage"]; st.State != "builtin" {
+		t.Errorf("state %q, want builtin", st.State)
+	}
+}
+
+// Nothing more is handed to the kernel for a caller that is gone, nor
+// after Shutdown (SIGTERM): the error says so, and no finit_module is
+// made.
+func TestNoLoadAfterTheEnd(t *testing.T) {
+	dir := loadertest.ModuleTree(t, nil, []string{"m", "n"})
+	k := loadertest.NewKernel(t, nil)
+	l := newTestLoader(t, k)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := l.ensure(ctx, step(dir, "m"), false); !errors.Is(err, context.Canceled) {
+		t.Errorf("caller gone: %v, want context.Canceled", err)
+	}
+	if err := l.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	err := l.ensure(context.Background(), step(dir, "n"), false)
+	if err == nil || !strings.Contains(err.Error(), "shutting down") {
+		t.Errorf("after Shutdown: %v, want an error saying so", err)
+	}
+	if n := len(k.Calls()); n != 0 {
+		t.Errorf("%d finit_module calls, want none", n)
+	}
+}
+
 func TestBadModuleNames(t *testing.T) {
 	k := loadertest.NewKernel(t, nil)
 	l := newTestLoader(t, k)
