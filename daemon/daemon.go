@@ -437,11 +437,6 @@ func (d *Daemon) worker(ctx context.Context) {
 		d.mu.Lock()
 		d.queue.finish(e)
 		d.trimDue = true
-		if d.idleLocked() {
-			// The burst is over: a module that failed may be tried
-			// again by the next, distinct event.
-			d.cfg.Loader.NewBurst()
-		}
 		d.workEndedLocked()
 		d.changed.Broadcast()
 		d.mu.Unlock()
@@ -450,9 +445,12 @@ func (d *Daemon) worker(ctx context.Context) {
 
 // workEndedLocked, with d.mu held, runs wherever the daemon may have
 // become idle (an event handled, coldplug, a resync, the static lists or a
-// helper's load done): if it has, the imageDropper is told.
+// helper's load done). If it has, the burst is over: a module that failed
+// may be tried again by the next, distinct event (whatever work ended
+// last); and the imageDropper is told.
 func (d *Daemon) workEndedLocked() {
 	if d.idleLocked() && d.requests == 0 {
+		d.cfg.Loader.NewBurst()
 		d.workDone()
 	}
 }

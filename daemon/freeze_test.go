@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/modautoload/modautoload/loader/loadertest"
+	"github.com/modautoload/modautoload/loader/modlist"
 )
 
 // frequentChecks makes every use of the resolver look for changed files,
@@ -66,6 +67,51 @@ func TestSlowLoadDoesNotStallOthers(t *testing.T) {
 	}
 	if r.live("slow") {
 		t.Error("slow was already live: the test proved nothing")
+	}
+}
+
+// A burst ends when the daemon is idle, whichever work ended last: a
+// failure in a burst that ended with a helper's load, or with the static
+// lists after coldplug, is not the answer to a later, distinct event.
+func TestBurstEndsWhateverWorkEndsLast(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		config func(*Config, *loadertest.Kernel)
+		start  func(*rig) // the work that ends after bad failed
+	}{
+		{"a helper's load", nil, func(r *rig) {
+			done := make(chan Response, 1)
+			go func() { done <- r.d.Load(context.Background(), Request{Op: "load", Name: "slow"}) }()
+			time.Sleep(50 * time.Millisecond)
+			r.send("add", "/devices/bad0", "dev:bad0")
+			<-done
+		}},
+		{"the static lists after coldplug", func(c *Config, k *loadertest.Kernel) {
+			c.Coldplug = true
+			device(k, "bad0", "dev:bad0")
+			c.Static = []modlist.Entry{{Name: "slow", File: "/etc/modules-load.d/x.conf", Line: 1}}
+		}, func(*rig) {}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := newRig(t, "", func(cfg *Config, k *loadertest.Kernel) {
+				k.SetModule("bad", loadertest.Module{Fail: unix.ENODEV, Init: 20 * time.Millisecond})
+				k.SetModule("slow", loadertest.Module{Init: 500 * time.Millisecond})
+				if c.config != nil {
+					c.config(cfg, k)
+				}
+			})
+			c.start(r)
+			r.settle()
+			if n := r.kernel.CallsOf("bad"); n != 1 || !r.live("slow") {
+				t.Fatalf("%d loads of bad, slow live %v: want 1, true", n, r.live("slow"))
+			}
+			r.kernel.SetModule("bad", loadertest.Module{})
+			r.send("add", "/devices/bad1", "dev:bad1")
+			r.settle()
+			if n := r.kernel.CallsOf("bad"); n != 2 || !r.live("bad") {
+				t.Errorf("%d loads of bad, live %v, after a later event: want 2, true", n, r.live("bad"))
+			}
+		})
 	}
 }
 
