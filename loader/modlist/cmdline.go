@@ -80,8 +80,9 @@ func cmdlineValues(cmdline, key string, initrd bool, missing func(word int)) (va
 // rd.modules_load=): comma-separated, empty items skipped, every
 // occurrence counts.
 func (r *reader) cmdline(s string, initrd bool) {
+	defer r.endOfFile(CmdlineFile)
 	values, words := cmdlineValues(s, "modules_load", initrd, func(word int) {
-		r.problem(CmdlineFile, 0, "word %d: modules_load without a value, ignored", word)
+		r.lineProblem(CmdlineFile, 0, "word %d: modules_load without a value, ignored", word)
 	})
 	for i, v := range values {
 		for _, name := range strings.Split(v, ",") {

@@ -40,6 +40,11 @@ const (
 	maxFile = 16 << 20
 )
 
+// maxProblemsPerFile bounds the problems kept for one file or for the
+// command line, so that a large file of bad lines fills neither memory
+// nor the log.
+const maxProblemsPerFile = 100
+
 // Form is how the lines of a list read.
 type Form int
 
@@ -84,7 +89,9 @@ type List struct {
 	// Files are the list files read, in order.
 	Files []string
 	// Problems are lines and files that could not be read; the rest
-	// applies. systemd-modules-load fails for each of them.
+	// applies. systemd-modules-load fails for each of them. At most 100
+	// are kept for one file or for the command line, then one that counts
+	// the problems not reported.
 	Problems []error
 }
 
@@ -176,10 +183,35 @@ type reader struct {
 	list  *List
 	seen  map[string]bool // dedupKey of entries kept
 	alone map[string]bool // dedupKey of modules asked to load alone
+	// lineProblems counts the problems of the file or command line being
+	// parsed; firstLater is the line of the first one not kept.
+	lineProblems, firstLater int
 }
 
 func (r *reader) problem(file string, line int, format string, args ...any) {
 	r.list.Problems = append(r.list.Problems, &ParseError{File: file, Line: line, Msg: fmt.Sprintf(format, args...)})
+}
+
+// lineProblem records a problem with a line of the file being parsed:
+// only the first maxProblemsPerFile are kept, and the message of the
+// others is not even built.
+func (r *reader) lineProblem(file string, line int, format string, args ...any) {
+	r.lineProblems++
+	switch {
+	case r.lineProblems <= maxProblemsPerFile:
+		r.problem(file, line, format, args...)
+	case r.lineProblems == maxProblemsPerFile+1:
+		r.firstLater = line
+	}
+}
+
+// endOfFile adds the problem that counts those of file not kept, and
+// starts the count again for the next file.
+func (r *reader) endOfFile(file string) {
+	if n := r.lineProblems - maxProblemsPerFile; n > 0 {
+		r.problem(file, r.firstLater, "%d further problems from here on are not reported", n)
+	}
+	r.lineProblems, r.firstLater = 0, 0
 }
 
 // dedupKey is the name with '-' as '_', as systemd compares them.
@@ -187,7 +219,7 @@ func dedupKey(name string) string { return strings.ReplaceAll(name, "-", "_") }
 
 func (r *reader) add(e Entry) {
 	if len(e.Name) > maxName {
-		r.problem(e.File, e.Line, "module name longer than %d bytes (%.32q...)", maxName, e.Name)
+		r.lineProblem(e.File, e.Line, "module name longer than %d bytes (%.32q...)", maxName, e.Name)
 		return
 	}
 	k := dedupKey(e.Name)
@@ -316,10 +348,13 @@ const directive = "#modautoload:"
 
 // parse reads the lines of one list file.
 func (r *reader) parse(file string, data []byte, form Form) {
+	defer r.endOfFile(file)
 	for n, pos := 1, 0; pos < len(data); n++ {
 		line, next := nextLine(data, pos)
 		pos = next
 		if len(line) >= maxLine {
+			// Once per file and never left out: it says why
+			// the lines after are missing.
 			r.problem(file, n, "line of %d bytes or more; the rest of the file is not read", maxLine)
 			return
 		}
@@ -358,13 +393,13 @@ func (r *reader) directive(file string, line int, s string) {
 	case "alone":
 		names := strings.Fields(rest)
 		if len(names) == 0 {
-			r.problem(file, line, "%salone names no module", directive)
+			r.lineProblem(file, line, "%salone names no module", directive)
 		}
 		for _, n := range names {
 			r.alone[dedupKey(n)] = true
 		}
 	default:
-		r.problem(file, line, "unknown directive %.32q (known: %salone NAME...)", directive+verb, directive)
+		r.lineProblem(file, line, "unknown directive %.32q (known: %salone NAME...)", directive+verb, directive)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -264,6 +265,77 @@ func TestRead(t *testing.T) {
 				t.Errorf("problems\n%q\nwant\n%q", got, tt.probs)
 			}
 		})
+	}
+}
+
+// A file of bad lines keeps maxProblemsPerFile problems and one that
+// counts the rest, and its entries, even after the bad lines, still load.
+// Another file's problems are counted on their own.
+func TestReadBoundsProblemsPerFile(t *testing.T) {
+	const bad = "#modautoload:bogus\n"
+	const tail = "after_the_flood\n"
+	n := (maxFile - len(tail)) / len(bad)
+	root := t.TempDir()
+	testfs.WriteFiles(t, root, map[string]string{
+		"etc/modules-load.d/a.conf": strings.Repeat(bad, n) + tail,
+		"etc/modules-load.d/b.conf": "#modautoload:x\nb\n#modautoload:alone\n",
+	})
+	l := Read(Options{Root: root, NoEtcModules: true})
+	want := fmt.Sprintf("after_the_flood@/etc/modules-load.d/a.conf:%d\nb@/etc/modules-load.d/b.conf:2", n+1)
+	if got := strings.ReplaceAll(entries(l), root, ""); got != want {
+		t.Errorf("entries\n%s\nwant\n%s", got, want)
+	}
+	var where, wantWhere []string
+	for _, p := range l.Problems {
+		var pe *ParseError
+		if !errors.As(p, &pe) {
+			t.Fatalf("problem %v is %T", p, p)
+		}
+		where = append(where, fmt.Sprintf("%s:%d", filepath.Base(pe.File), pe.Line))
+	}
+	for i := range maxProblemsPerFile + 1 {
+		wantWhere = append(wantWhere, fmt.Sprintf("a.conf:%d", i+1))
+	}
+	wantWhere = append(wantWhere, "b.conf:1", "b.conf:3")
+	if !slices.Equal(where, wantWhere) {
+		t.Fatalf("%d problems at %q..., want %d at %q...", len(where), where[:min(len(where), 3)], len(wantWhere), wantWhere[:3])
+	}
+	want = fmt.Sprintf(": %d further problems from here on are not reported", n-maxProblemsPerFile)
+	if got := l.Problems[maxProblemsPerFile].Error(); !strings.HasSuffix(got, want) {
+		t.Errorf("last problem of a.conf %q, want it to end %q", got, want)
+	}
+}
+
+// A line too long to read is reported even past the bound: it says why
+// the rest of the file is missing.
+func TestReadReportsALongLineAfterManyProblems(t *testing.T) {
+	const bad = 2 * maxProblemsPerFile
+	r := &reader{list: &List{}, seen: map[string]bool{}, alone: map[string]bool{}}
+	r.parse("f.conf", []byte(strings.Repeat("#modautoload:bogus\n", bad)+strings.Repeat("x", maxLine)+"\nlost\n"), FormModulesLoad)
+	if len(r.list.Problems) != maxProblemsPerFile+2 {
+		t.Fatalf("%d problems, want %d", len(r.list.Problems), maxProblemsPerFile+2)
+	}
+	if got, want := r.list.Problems[maxProblemsPerFile].Error(), fmt.Sprintf("f.conf:%d: line of %d bytes or more", bad+1, maxLine); !strings.HasPrefix(got, want) {
+		t.Errorf("problem %q, want it to start %q", got, want)
+	}
+	if len(r.list.Entries) != 0 {
+		t.Errorf("entries after the long line: %v", r.list.Entries)
+	}
+}
+
+// The command line is one file for the bound on problems.
+func TestCmdlineBoundsProblems(t *testing.T) {
+	const n = 3 * maxProblemsPerFile
+	l := Read(Options{Root: t.TempDir(), Cmdline: strings.Repeat("modules_load ", n) + "modules_load=ok"})
+	if got, want := entries(l), fmt.Sprintf("ok@kernel command line, word %d", n+1); got != want {
+		t.Errorf("entries %q, want %q", got, want)
+	}
+	if len(l.Problems) != maxProblemsPerFile+1 {
+		t.Fatalf("%d problems, want %d", len(l.Problems), maxProblemsPerFile+1)
+	}
+	want := fmt.Sprintf("kernel command line: %d further problems from here on are not reported", n-maxProblemsPerFile)
+	if got := l.Problems[maxProblemsPerFile].Error(); got != want {
+		t.Errorf("last problem %q, want %q", got, want)
 	}
 }
 

@@ -45,6 +45,8 @@ func (c *Config) addCmdline(s string) {
 	if i := strings.IndexByte(s, 0); i >= 0 {
 		s = s[:i]
 	}
+	problems := fileProblems{c: c, file: cmdlineFile}
+	defer problems.close()
 	state, quoted := wantModule, false
 	mod, param, value, quote := 0, 0, 0, -1
 	for i := 0; i <= len(s); i++ {
@@ -86,7 +88,7 @@ func (c *Config) addCmdline(s string) {
 						// moves the quote to after the '='.
 						p = s[param:value] + `"` + s[value:i]
 					}
-					c.cmdlineWord(s[mod:param-1], p)
+					c.cmdlineWord(s[mod:param-1], p, &problems)
 				}
 				mod, state, quote = i+1, wantModule, -1
 			}
@@ -95,14 +97,14 @@ func (c *Config) addCmdline(s string) {
 }
 
 // cmdlineWord applies one MOD.param word (libkmod's kcmdline_parse_result).
-func (c *Config) cmdlineWord(module, param string) {
+func (c *Config) cmdlineWord(module, param string, problems *fileProblems) {
 	if module == "modprobe" && strings.HasPrefix(param, "blacklist=") {
 		c.Blacklist = append(c.Blacklist, strings.Split(param[len("blacklist="):], ",")...)
 		return
 	}
 	m, ok := fnmatch.Underscores(module)
 	if !ok {
-		c.problem(cmdlineFile, 0, "ignoring option for bad module name "+quoteWords(module))
+		problems.add(0, "ignoring option for bad module name", module)
 		return
 	}
 	c.ModuleOptions = append(c.ModuleOptions,

@@ -1,6 +1,7 @@
 package modprobed
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -100,5 +101,25 @@ func TestCmdlineAfterFiles(t *testing.T) {
 		if !c.Blacklisted(m) {
 			t.Errorf("%s not blacklisted", m)
 		}
+	}
+}
+
+// The kernel command line is one file for the bound on problems: a line
+// full of bad module names keeps maxProblemsPerFile of them and one that
+// counts the rest, and a good word after them still applies.
+func TestCmdlineBoundsProblems(t *testing.T) {
+	const good = " ok.a=1"
+	bad := (maxCmdline - len(good)) / len("m[.p ")
+	c := &Config{}
+	c.addCmdline(strings.Repeat("m[.p ", bad) + good)
+	if got := c.Options("ok"); got != "a=1" {
+		t.Errorf("options of ok: %q, want a=1", got)
+	}
+	if len(c.Problems) != maxProblemsPerFile+1 {
+		t.Fatalf("%d problems, want %d", len(c.Problems), maxProblemsPerFile+1)
+	}
+	want := fmt.Sprintf("%s: %d further problems from here on are not reported", cmdlineFile, bad-maxProblemsPerFile)
+	if got := c.Problems[maxProblemsPerFile].Error(); got != want {
+		t.Errorf("last problem %q, want %q", got, want)
 	}
 }

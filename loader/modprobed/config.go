@@ -71,7 +71,10 @@ type Config struct {
 	RemoveCommands  []Command
 	Softdeps        []Softdep
 	Weakdeps        []Weakdep
-	Problems        []error // *ParseError values, in the order found
+	// Problems are *ParseError values, in the order found: at most 100
+	// for one file or for the kernel command line, then one that counts
+	// the problems not reported.
+	Problems []error
 }
 
 // MatchAliases returns the configured aliases whose pattern matches name, in

@@ -11,6 +11,8 @@ import (
 // parse adds the directives of one configuration file, as libkmod's
 // kmod_config_parse reads it.
 func (c *Config) parse(file string, data []byte) {
+	problems := fileProblems{c: c, file: file}
+	defer problems.close()
 	forEachLine(data, func(line string, num int) {
 		// Only a '#' in the very first column starts a comment: kmod
 		// rejects "  # text" as a line starting with the word "#".
@@ -21,56 +23,93 @@ func (c *Config) parse(file string, data []byte) {
 		if cmd == "" {
 			return
 		}
-		if msg := c.directive(cmd, rest, file, num); msg != "" {
-			c.problem(file, num, msg)
+		if what, quoted := c.directive(cmd, rest, file, num); what != "" {
+			problems.add(num, what, quoted...)
 		}
 	})
 }
 
-// directive applies one line and returns what was wrong with it, or "".
-// Extra words after "alias PATTERN MODULE" and "blacklist MODULE" are
-// ignored, as by libkmod. file and num are kept with options lines.
-func (c *Config) directive(cmd, rest, file string, num int) string {
+// maxProblemsPerFile bounds the problems kept for one file or for the
+// kernel command line, so that a large file of bad lines fills neither
+// memory nor the log of every modprobe call.
+const maxProblemsPerFile = 100
+
+// fileProblems keeps the first maxProblemsPerFile problems of one file and
+// counts the rest, which close reports as one more problem.
+type fileProblems struct {
+	c          *Config
+	file       string
+	count      int
+	firstLater int // line of the first problem not kept
+}
+
+// add records the problem "what", followed by the words it quotes. The
+// message is built only when it is kept: building it for every line of a
+// large bad file took most of the time spent on that file.
+func (p *fileProblems) add(line int, what string, quoted ...string) {
+	p.count++
+	switch {
+	case p.count <= maxProblemsPerFile:
+		if len(quoted) > 0 {
+			what += " " + quoteWords(quoted...)
+		}
+		p.c.problem(p.file, line, what)
+	case p.count == maxProblemsPerFile+1:
+		p.firstLater = line
+	}
+}
+
+func (p *fileProblems) close() {
+	if n := p.count - maxProblemsPerFile; n > 0 {
+		p.c.problem(p.file, p.firstLater, fmt.Sprintf("%d further problems from here on are not reported", n))
+	}
+}
+
+// directive applies one line and returns what was wrong with it, or "",
+// and the words the problem quotes. Extra words after "alias PATTERN
+// MODULE" and "blacklist MODULE" are ignored, as by libkmod. file and num
+// are kept with options lines.
+func (c *Config) directive(cmd, rest, file string, num int) (what string, quoted []string) {
 	switch cmd {
 	case "alias":
 		pattern, rest := field(rest)
 		module, _ := field(rest)
 		if pattern == "" || module == "" {
-			return "alias: want PATTERN MODULE"
+			return "alias: want PATTERN MODULE", nil
 		}
 		p, ok1 := fnmatch.Underscores(pattern)
 		m, ok2 := fnmatch.Underscores(module)
 		if !ok1 || !ok2 {
-			return "alias: unbalanced [ ] in " + quoteWords(pattern, module)
+			return "alias: unbalanced [ ] in", []string{pattern, module}
 		}
 		c.Aliases = append(c.Aliases, Alias{Pattern: p, Module: m})
 	case "blacklist":
 		module, _ := field(rest)
 		if module == "" {
-			return "blacklist: want MODULE"
+			return "blacklist: want MODULE", nil
 		}
 		m, ok := fnmatch.Underscores(module)
 		if !ok {
-			return "blacklist: unbalanced [ ] in " + quoteWords(module)
+			return "blacklist: unbalanced [ ] in", []string{module}
 		}
 		c.Blacklist = append(c.Blacklist, m)
 	case "options", "install", "remove", "softdep", "weakdep":
 		module, args := field(rest)
 		if module == "" || args == "" {
-			return cmd + ": want MODULE and at least one more word"
+			return cmd + ": want MODULE and at least one more word", nil
 		}
 		m, ok := fnmatch.Underscores(module)
 		if !ok {
-			return cmd + ": unbalanced [ ] in " + quoteWords(module)
+			return cmd + ": unbalanced [ ] in", []string{module}
 		}
 		c.add(cmd, m, args, file, num)
 	case "include", "config":
 		// module-init-tools directives that kmod refuses to parse.
-		return cmd + ": no longer supported, line ignored"
+		return cmd + ": no longer supported, line ignored", nil
 	default:
-		return "unknown directive " + quoteWords(cmd)
+		return "unknown directive", []string{cmd}
 	}
-	return ""
+	return "", nil
 }
 
 // add stores one directive that takes the rest of the line. args is the raw
@@ -196,11 +235,21 @@ func isSpace(b byte) bool {
 	return b == ' ' || b == '\t' || b == '\n' || b == '\v' || b == '\f' || b == '\r'
 }
 
-// quoteWords quotes words for a problem message.
+// quoteWords quotes words for a problem message, each clipped: a word
+// may be most of a 16 MiB file.
 func quoteWords(words ...string) string {
 	q := make([]string, len(words))
 	for i, w := range words {
-		q[i] = fmt.Sprintf("%q", w)
+		q[i] = fmt.Sprintf("%q", clip(w))
 	}
 	return strings.Join(q, " ")
+}
+
+// clip keeps problem messages short.
+func clip(s string) string {
+	const max = 64
+	if len(s) > max {
+		return s[:max] + "..."
+	}
+	return s
 }

@@ -1,9 +1,13 @@
 package modprobed
 
 import (
+	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/modautoload/modautoload/internal/testfs"
 )
 
 // parseCases are single files with the dump and problem lines they give.
@@ -99,5 +103,52 @@ func TestDumpOrder(t *testing.T) {
 	want := "blacklist b\ninstall i cmd\nremove r cmd\nalias al m\noptions o x=1\nsoftdep s pre: a\nweakdep w a\n"
 	if got := dump(t, parsed(in)); got != want {
 		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
+}
+
+// A file of bad lines keeps maxProblemsPerFile problems and one that
+// counts the rest, and its good lines, even after the bad ones, still
+// apply. Another file's problems are counted on their own.
+func TestLoadBoundsProblemsPerFile(t *testing.T) {
+	dir := t.TempDir()
+	const tail = "blacklist after_the_flood\n"
+	bad := (maxConfigFile - len(tail)) / 2
+	flood := strings.Repeat("x\n", bad) + tail
+	testfs.WriteFiles(t, dir, map[string]string{
+		"a.conf": flood,
+		"b.conf": "y\nblacklist b\nz\n",
+	})
+	c := load(t, LoadOptions{Paths: []string{dir}})
+	if !c.Blacklisted("after_the_flood") || !c.Blacklisted("b") {
+		t.Errorf("good lines not applied: blacklist %q", c.Blacklist)
+	}
+	want := make([]string, 0, maxProblemsPerFile+3)
+	for i := range maxProblemsPerFile {
+		want = append(want, "a.conf:"+strconv.Itoa(i+1))
+	}
+	want = append(want, "a.conf:"+strconv.Itoa(maxProblemsPerFile+1), "b.conf:1", "b.conf:3")
+	if got := problemLines(t, c); !slices.Equal(got, want) {
+		t.Fatalf("%d problems at %q..., want %d at %q...", len(got), got[:min(len(got), 3)], len(want), want[:3])
+	}
+	last := c.Problems[maxProblemsPerFile].Error()
+	if wantMsg := fmt.Sprintf(": %d further problems from here on are not reported", bad-maxProblemsPerFile); !strings.HasSuffix(last, wantMsg) {
+		t.Errorf("last problem of a.conf is %q, want it to end %q", last, wantMsg)
+	}
+}
+
+// A problem quotes at most a clipped piece of a long word.
+func TestProblemQuotesAreClipped(t *testing.T) {
+	long := strings.Repeat("w", 1<<20)
+	c := parsed(long + "\nalias " + long + "[ m\nblacklist ok\n")
+	if !c.Blacklisted("ok") {
+		t.Error("the line after the long ones is not applied")
+	}
+	if len(c.Problems) != 2 {
+		t.Fatalf("problems: %d, want 2", len(c.Problems))
+	}
+	for _, p := range c.Problems {
+		if msg := p.Error(); len(msg) > 200 || !strings.Contains(msg, `www..."`) {
+			t.Errorf("problem of %d bytes, want a clipped quote: %.200q", len(msg), msg)
+		}
 	}
 }
