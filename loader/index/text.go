@@ -177,6 +177,10 @@ func ParseText(name string, data []byte, kind Kind, order Order) (t *Trie, bad [
 		bad = append(bad, fmt.Errorf("%s:%d: %s", name, line, fmt.Sprintf(format, args...)))
 	}
 	add := func(line int, key, value string, prio uint32) {
+		if len(key) > maxKeyLen {
+			report(line, "key of %d bytes is longer than %d", len(key), maxKeyLen)
+			return
+		}
 		if i := strings.IndexFunc(key+value, func(r rune) bool { return r == 0 || r >= childMax }); i >= 0 {
 			report(line, "non-ASCII or NUL character in %+q", key+" "+value)
 			return

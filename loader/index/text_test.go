@@ -1,6 +1,7 @@
 package index
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -111,6 +112,8 @@ func TestParseTextBadLines(t *testing.T) {
 		{KindBuiltin, "kernel/x/foo-bar.ko\n/abs.ko\nkernel/y.ko\n", []string{`f:2: module path does not start with a letter`}, []string{"foo_bar", "y"}},
 		{KindAlias, "alias caf\xc3\xa9 m\nalias ok m\n", []string{`f:1: non-ASCII or NUL character in "caf\u00e9 m"`}, []string{"ok"}},
 		{KindBuiltinModinfo, "a.alias=x\x00garbage\x00b.license=GPL\x00\x00c.alias=y-z\x00", []string{`f:2: want "module.key=value"`}, []string{"x", "y_z"}},
+		// The reader refuses keys past maxKeyLen; the builder must not write one.
+		{KindBuiltin, "k/" + strings.Repeat("a", maxKeyLen+1) + ".ko\nk/b.ko\n", []string{fmt.Sprintf("f:1: key of %d bytes is longer than %d", maxKeyLen+1, maxKeyLen)}, []string{"b"}},
 	}
 	for _, tt := range tests {
 		ix, bad, err := ParseText("f", []byte(tt.input), tt.kind, nil)

@@ -468,46 +468,90 @@ func (t *Trie) subtree(n node, j int, lead []byte, budget *int) ([]storedKey, er
 	}
 	var keys []storedKey
 	buf := append(make([]byte, 0, 128), lead...)
-	if err := t.flatten(n, j, noLowerBound, &buf, &keys, budget); err != nil {
+	err := t.traverse(n, j, buf, budget, false, func(n *node, pattern []byte) error {
+		keys = append(keys, storedKey{pattern: string(pattern), values: n.values, nvalues: n.nvalues})
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
 	t.subtrees.Store(k, keys)
 	return keys, nil
 }
 
-// flatten appends the keys of the subtree at n to keys. Children must lie
-// above lo.
-//
-// n is passed by value: a pointer would make every child escape to the heap
-// (escape analysis gives up on recursive calls).
-func (t *Trie) flatten(n node, j int, lo uint32, buf *[]byte, keys *[]storedKey, budget *int) error {
-	base := len(*buf)
-	*buf = append(*buf, n.prefix[j:]...)
-	if n.children != nil {
-		for ch := int(n.first); ch <= int(n.last); ch++ {
-			cref, err := t.childRef(&n, byte(ch), lo)
-			if err != nil {
-				return err
-			}
-			if cref == 0 {
-				continue
-			}
-			child, err := t.readNode(cref, budget)
-			if err != nil {
-				return err
-			}
-			*buf = append(*buf, byte(ch))
-			if err := t.flatten(child, 0, lo, buf, keys, budget); err != nil {
-				return err
-			}
-			*buf = (*buf)[:len(*buf)-1]
-			lo = child.off // the next sibling's subtree starts after this one
+// maxKeyLen bounds the keys a traversal builds. depmod's keys are at most
+// 4,095 bytes (it cuts aliases there, as the kernel does; module and symbol
+// names are shorter). Past it the file is crafted: a chain of nodes 6 bytes
+// each would otherwise make the path a traversal keeps, and its key, grow
+// with the file.
+const maxKeyLen = 4 * (maxAliasLen + 1)
+
+// pathNode is a node on a traversal's path: the next child character to
+// visit, the lower bound for that child, and the key's length before the
+// node's part.
+type pathNode struct {
+	n    node
+	next int
+	lo   uint32
+	base int
+}
+
+// traverse visits the subtree at n, whose key part starts at n.prefix[j:],
+// depth first with children by ascending character, calling visit for each
+// node with values and the key up to it (appended to buf): before the
+// node's children if pre (libkmod's dump), after them if not (its wildcard
+// search). The path is kept in a slice, not on the goroutine's stack: a
+// crafted file's path can be as deep as the key is long.
+func (t *Trie) traverse(n node, j int, buf []byte, budget *int, pre bool, visit func(n *node, key []byte) error) error {
+	path := append(make([]pathNode, 0, 16), pathNode{n: n, next: int(n.first), lo: noLowerBound, base: len(buf)})
+	buf = append(buf, n.prefix[j:]...)
+	if len(buf) > maxKeyLen {
+		return t.corrupt(int(n.off), "key longer than %d bytes", maxKeyLen)
+	}
+	if pre && n.nvalues > 0 {
+		if err := visit(&n, buf); err != nil {
+			return err
 		}
 	}
-	if n.nvalues > 0 {
-		*keys = append(*keys, storedKey{pattern: string(*buf), values: n.values, nvalues: n.nvalues})
+	for len(path) > 0 {
+		top := &path[len(path)-1]
+		if top.n.children == nil || top.next > int(top.n.last) {
+			if !pre && top.n.nvalues > 0 {
+				if err := visit(&top.n, buf); err != nil {
+					return err
+				}
+			}
+			buf = buf[:top.base]
+			path = path[:len(path)-1]
+			continue
+		}
+		ch := byte(top.next)
+		top.next++
+		cref, err := t.childRef(&top.n, ch, top.lo)
+		if err != nil {
+			return err
+		}
+		if cref == 0 {
+			continue
+		}
+		child, err := t.readNode(cref, budget)
+		if err != nil {
+			return err
+		}
+		lo := top.lo
+		top.lo = child.off // the next sibling's subtree starts after this one
+		base := len(buf)
+		buf = append(append(buf, ch), child.prefix...)
+		if len(buf) > maxKeyLen {
+			return t.corrupt(int(child.off), "key longer than %d bytes", maxKeyLen)
+		}
+		if pre && child.nvalues > 0 {
+			if err := visit(&child, buf); err != nil {
+				return err
+			}
+		}
+		path = append(path, pathNode{n: child, next: int(child.first), lo: lo, base: base})
 	}
-	*buf = (*buf)[:base]
 	return nil
 }
 
@@ -550,53 +594,12 @@ func (t *Trie) Walk(fn func(key string, values []Value) error) error {
 		if err != nil {
 			return err
 		}
-		w := walker{t: t, budget: budget, fn: fn}
-		return w.walk(n, noLowerBound)
+		return t.traverse(n, 0, nil, &budget, true, func(n *node, key []byte) error {
+			values, err := t.appendValues(nil, n, &budget)
+			if err != nil {
+				return err
+			}
+			return fn(string(key), values)
+		})
 	})
-}
-
-// walker is one Walk in progress.
-type walker struct {
-	t      *Trie
-	buf    []byte // the key so far
-	budget int    // see scanBudget
-	fn     func(string, []Value) error
-}
-
-func (w *walker) walk(n node, lo uint32) error { // n by value: see collect
-	t := w.t
-	base := len(w.buf)
-	w.buf = append(w.buf, n.prefix...)
-	if n.nvalues > 0 {
-		values, err := t.appendValues(nil, &n, &w.budget)
-		if err != nil {
-			return err
-		}
-		if err := w.fn(string(w.buf), values); err != nil {
-			return err
-		}
-	}
-	if n.children != nil {
-		for ch := int(n.first); ch <= int(n.last); ch++ {
-			cref, err := t.childRef(&n, byte(ch), lo)
-			if err != nil {
-				return err
-			}
-			if cref == 0 {
-				continue
-			}
-			child, err := t.readNode(cref, &w.budget)
-			if err != nil {
-				return err
-			}
-			w.buf = append(w.buf, byte(ch))
-			if err := w.walk(child, lo); err != nil {
-				return err
-			}
-			w.buf = w.buf[:len(w.buf)-1]
-			lo = child.off
-		}
-	}
-	w.buf = w.buf[:base]
-	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"testing"
@@ -247,6 +248,61 @@ func TestCorrupt(t *testing.T) {
 				t.Errorf("error %q does not say %q", errs[0], tt.reason)
 			}
 		})
+	}
+}
+
+// chainTrie returns an index whose root has a '*' child heading a chain of
+// depth nodes that have only a child 'a' each, ending in a node with the
+// value {7 "m"}: the one key is "*" followed by depth 'a's. Each chain node
+// takes 6 bytes, so a small file can be very deep.
+func chainTrie(depth int) []byte {
+	data := trieFile(flagValues|headerSize, u32(1), u32(7), []byte("m\x00"))
+	ref := uint32(flagValues | headerSize)
+	for range depth {
+		off := uint32(len(data))
+		data = append(append(data, 'a', 'a'), u32(ref)...)
+		ref = flagChildren | off
+	}
+	root := uint32(len(data))
+	data = append(append(data, '*', '*'), u32(ref)...)
+	binary.BigEndian.PutUint32(data[8:], flagChildren|root)
+	return data
+}
+
+// TestDeepChain: the walks below a wildcard (SearchWild) and Walk keep
+// their path off the goroutine's stack, so a chain as deep as the longest
+// key allowed works on a small stack; one level deeper is reported as
+// corrupt. Recursing once per level, a chain of millions of levels
+// overflowed the stack, which kills the process.
+func TestDeepChain(t *testing.T) {
+	depth := maxKeyLen - 1 // "*" and the 'a's make a key of maxKeyLen bytes
+	ix, err := NewTrie("x.bin", chainTrie(depth))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Recursion takes hundreds of bytes per level: well over 1 MiB here.
+	defer debug.SetMaxStack(debug.SetMaxStack(1 << 20))
+	want := []Value{{7, "m"}}
+	key := "*" + strings.Repeat("a", depth)
+	if got := walkAll(t, ix); !reflect.DeepEqual(got, []entry{{key, want}}) || len(got[0].key) != maxKeyLen {
+		t.Errorf("Walk of a chain %d deep found %d keys", depth, len(got))
+	}
+	if got, err := ix.SearchWild(strings.Repeat("a", depth+1)); err != nil || !reflect.DeepEqual(got, want) {
+		t.Errorf("SearchWild below a chain %d deep = %v, %v; want %v", depth, got, err, want)
+	}
+	if got, err := ix.SearchWild(strings.Repeat("a", depth-1)); err != nil || got != nil {
+		t.Errorf("SearchWild of one 'a' too few below a chain %d deep = %v, %v; want nothing", depth, got, err)
+	}
+
+	errs := lookupAll(t, chainTrie(depth+1), "a", "b")
+	if len(errs) != 3 { // Walk and SearchWild twice; Search stops at the root
+		t.Fatalf("a key of %d bytes: %d errors, want 3: %v", maxKeyLen+1, len(errs), errs)
+	}
+	for _, err := range errs {
+		var ce *CorruptError
+		if !errors.As(err, &ce) || !errFormat.MatchString(err.Error()) || !strings.Contains(err.Error(), "key longer than") {
+			t.Errorf("a key of %d bytes: %v, want a CorruptError for x.bin saying the key is too long", maxKeyLen+1, err)
+		}
 	}
 }
 
