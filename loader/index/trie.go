@@ -63,9 +63,20 @@ type Trie struct {
 	touched atomic.Bool
 
 	// subtrees caches the keys below wildcard branches (subtreeKey to
-	// []storedKey), filled as searches visit them.
+	// []storedKey), filled as searches visit them; cached counts the bytes
+	// of their patterns, bounded by keyBudget.
 	subtrees sync.Map
+	cached   atomic.Int64
 }
+
+// keyBudget bounds the bytes of keys a Trie copies out of the file: in all,
+// the patterns its wildcard cache keeps; in one Walk, the keys it passes
+// on. In the file, keys share their prefixes; copied out, each has its
+// own, so a crafted file with a long prefix above many short branches
+// would take memory quadratic in its size. Debian's modules.alias.bin needs
+// 0.4 times its size with every wildcard subtree cached, and its keys add
+// up to 0.67 times; the floor covers small indexes.
+func (t *Trie) keyBudget() int64 { return 4*int64(len(t.data)) + 64<<10 }
 
 // OpenTrie maps the index file at path read-only and checks its header.
 func OpenTrie(path string) (*Trie, error) {
@@ -467,15 +478,23 @@ func (t *Trie) subtree(n node, j int, lead []byte, budget *int) ([]storedKey, er
 		return keys.([]storedKey), nil
 	}
 	var keys []storedKey
+	var size int64 // charged to t.cached as the patterns are copied
 	buf := append(make([]byte, 0, 128), lead...)
-	err := t.traverse(n, j, buf, budget, false, func(n *node, pattern []byte) error {
+	err := t.traverse(n, j, buf, budget, false, func(n node, pattern []byte) error {
+		size += int64(len(pattern))
+		if t.cached.Add(int64(len(pattern))) > t.keyBudget() {
+			return t.corrupt(int(n.off), "patterns below wildcards exceed %d bytes, 4 times the file size (depmod's need less than half)", t.keyBudget())
+		}
 		keys = append(keys, storedKey{pattern: string(pattern), values: n.values, nvalues: n.nvalues})
 		return nil
 	})
 	if err != nil {
+		t.cached.Add(-size)
 		return nil, err
 	}
-	t.subtrees.Store(k, keys)
+	if _, loaded := t.subtrees.LoadOrStore(k, keys); loaded {
+		t.cached.Add(-size) // a concurrent search cached it first
+	}
 	return keys, nil
 }
 
@@ -486,14 +505,27 @@ func (t *Trie) subtree(n node, j int, lead []byte, budget *int) ([]storedKey, er
 // with the file.
 const maxKeyLen = 4 * (maxAliasLen + 1)
 
-// pathNode is a node on a traversal's path: the next child character to
-// visit, the lower bound for that child, and the key's length before the
-// node's part.
+// pathNode is a node on a traversal's path, as much of it as the
+// traversal still needs (a crafted path is thousands of nodes deep): where
+// its child table and values are, the next child character to visit, the
+// lower bound for that child, and the key's length before the node's part.
 type pathNode struct {
-	n    node
-	next int
-	lo   uint32
-	base int
+	table, values, base int
+	off, lo, nvalues    uint32
+	first, last, next   byte
+}
+
+func newPathNode(n *node, lo uint32, base int) pathNode {
+	return pathNode{table: n.table, values: n.values, base: base, off: n.off, lo: lo, nvalues: n.nvalues, first: n.first, last: n.last, next: n.first}
+}
+
+// node rebuilds the node from what p kept.
+func (p *pathNode) node(t *Trie) node {
+	n := node{off: p.off, first: p.first, last: p.last, table: p.table, nvalues: p.nvalues, values: p.values}
+	if p.table != 0 { // a child table follows the header, so 0 means none
+		n.children = t.data[p.table : p.table+4*(int(p.last-p.first)+1)]
+	}
+	return n
 }
 
 // traverse visits the subtree at n, whose key part starts at n.prefix[j:],
@@ -502,22 +534,22 @@ type pathNode struct {
 // node's children if pre (libkmod's dump), after them if not (its wildcard
 // search). The path is kept in a slice, not on the goroutine's stack: a
 // crafted file's path can be as deep as the key is long.
-func (t *Trie) traverse(n node, j int, buf []byte, budget *int, pre bool, visit func(n *node, key []byte) error) error {
-	path := append(make([]pathNode, 0, 16), pathNode{n: n, next: int(n.first), lo: noLowerBound, base: len(buf)})
+func (t *Trie) traverse(n node, j int, buf []byte, budget *int, pre bool, visit func(n node, key []byte) error) error {
+	path := append(make([]pathNode, 0, 16), newPathNode(&n, noLowerBound, len(buf)))
 	buf = append(buf, n.prefix[j:]...)
 	if len(buf) > maxKeyLen {
 		return t.corrupt(int(n.off), "key longer than %d bytes", maxKeyLen)
 	}
 	if pre && n.nvalues > 0 {
-		if err := visit(&n, buf); err != nil {
+		if err := visit(n, buf); err != nil {
 			return err
 		}
 	}
 	for len(path) > 0 {
 		top := &path[len(path)-1]
-		if top.n.children == nil || top.next > int(top.n.last) {
-			if !pre && top.n.nvalues > 0 {
-				if err := visit(&top.n, buf); err != nil {
+		if top.table == 0 || top.next > top.last {
+			if !pre && top.nvalues > 0 {
+				if err := visit(top.node(t), buf); err != nil {
 					return err
 				}
 			}
@@ -525,9 +557,10 @@ func (t *Trie) traverse(n node, j int, buf []byte, budget *int, pre bool, visit 
 			path = path[:len(path)-1]
 			continue
 		}
-		ch := byte(top.next)
+		ch := top.next
 		top.next++
-		cref, err := t.childRef(&top.n, ch, top.lo)
+		n := top.node(t)
+		cref, err := t.childRef(&n, ch, top.lo)
 		if err != nil {
 			return err
 		}
@@ -546,11 +579,11 @@ func (t *Trie) traverse(n node, j int, buf []byte, budget *int, pre bool, visit 
 			return t.corrupt(int(child.off), "key longer than %d bytes", maxKeyLen)
 		}
 		if pre && child.nvalues > 0 {
-			if err := visit(&child, buf); err != nil {
+			if err := visit(child, buf); err != nil {
 				return err
 			}
 		}
-		path = append(path, pathNode{n: child, next: int(child.first), lo: lo, base: base})
+		path = append(path, newPathNode(&child, lo, base))
 	}
 	return nil
 }
@@ -594,8 +627,12 @@ func (t *Trie) Walk(fn func(key string, values []Value) error) error {
 		if err != nil {
 			return err
 		}
-		return t.traverse(n, 0, nil, &budget, true, func(n *node, key []byte) error {
-			values, err := t.appendValues(nil, n, &budget)
+		var size int64
+		return t.traverse(n, 0, nil, &budget, true, func(n node, key []byte) error {
+			if size += int64(len(key)); size > t.keyBudget() {
+				return t.corrupt(int(n.off), "keys add up to more than %d bytes, 4 times the file size (depmod's to less than its size)", t.keyBudget())
+			}
+			values, err := t.appendValues(nil, &n, &budget)
 			if err != nil {
 				return err
 			}
