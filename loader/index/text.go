@@ -145,13 +145,28 @@ const maxTextIndex = 256 << 20
 // gives the priorities of KindAlias and KindSymbols values; a module it
 // lacks (or all, if order is nil) ranks after those it has, in order of
 // first appearance. Malformed lines are skipped and returned in bad as
-// "file:line: reason" errors; the rest of the file still applies.
+// "file:line: reason" errors, the first 100 of them and then their count;
+// the rest of the file still applies.
 func LoadText(path string, kind Kind, order Order) (t *Trie, bad []error, err error) {
 	data, err := regfile.Read(path, maxTextIndex)
 	if err != nil {
 		return nil, nil, err
 	}
 	return ParseText(path, data, kind, order)
+}
+
+// maxProblems bounds the bad lines reported per file, as the rules
+// package does, so that a large file of garbage cannot fill memory with
+// messages; one last entry counts the rest.
+const maxProblems = 100
+
+// clip shortens text quoted in a message: a bad line can be megabytes long.
+func clip(s string) string {
+	const max = 64
+	if len(s) > max {
+		return s[:max] + "..."
+	}
+	return s
 }
 
 // ParseText is LoadText on file content already read; name is used in
@@ -173,8 +188,11 @@ func ParseText(name string, data []byte, kind Kind, order Order) (t *Trie, bad [
 		}
 		return p
 	}
+	problems := 0
 	report := func(line int, format string, args ...any) {
-		bad = append(bad, fmt.Errorf("%s:%d: %s", name, line, fmt.Sprintf(format, args...)))
+		if problems++; problems <= maxProblems {
+			bad = append(bad, fmt.Errorf("%s:%d: %s", name, line, fmt.Sprintf(format, args...)))
+		}
 	}
 	add := func(line int, key, value string, prio uint32) {
 		if len(key) > maxKeyLen {
@@ -182,7 +200,7 @@ func ParseText(name string, data []byte, kind Kind, order Order) (t *Trie, bad [
 			return
 		}
 		if i := strings.IndexFunc(key+value, func(r rune) bool { return r == 0 || r >= childMax }); i >= 0 {
-			report(line, "non-ASCII or NUL character in %+q", key+" "+value)
+			report(line, "non-ASCII or NUL character in %+q", clip(key+" "+value))
 			return
 		}
 		b.insert(key, value, prio)
@@ -217,7 +235,7 @@ func ParseText(name string, data []byte, kind Kind, order Order) (t *Trie, bad [
 				switch kind {
 				case KindSymbols:
 					if !strings.HasPrefix(key, "symbol:") {
-						report(l.n, "symbol alias %q lacks \"symbol:\"", key)
+						report(l.n, "symbol alias %q lacks \"symbol:\"", clip(key))
 						continue
 					}
 					add(l.n, key, module, priority(module))
@@ -244,6 +262,9 @@ func ParseText(name string, data []byte, kind Kind, order Order) (t *Trie, bad [
 				add(l.n, ModuleName(text), "", 0)
 			}
 		}
+	}
+	if problems > maxProblems {
+		bad = append(bad, fmt.Errorf("%s: %d further problems not reported", name, problems-maxProblems))
 	}
 	out, err := b.bytes()
 	if err != nil {
@@ -303,7 +324,7 @@ const maxAliasLen = 4095
 func normalizeAlias(alias string) (string, error) {
 	s, ok := fnmatch.Underscores(alias)
 	if !ok {
-		return "", fmt.Errorf("unbalanced brackets in alias %q", alias)
+		return "", fmt.Errorf("unbalanced brackets in alias %q", clip(alias))
 	}
 	if len(s) > maxAliasLen {
 		s = s[:maxAliasLen]

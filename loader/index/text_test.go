@@ -137,6 +137,32 @@ func TestParseTextBadLines(t *testing.T) {
 	}
 }
 
+// TestParseTextProblemCap: a file of garbage keeps 100 problems and a count
+// of the rest, and a message quotes at most a clip of its line.
+func TestParseTextProblemCap(t *testing.T) {
+	long := strings.Repeat("\xc3\xa9", 5000)
+	input := "alias " + long + " m\nalias [" + long + " m\n" + strings.Repeat("x\n", 1000)
+	_, bad, err := ParseText("f", []byte(input), KindAlias, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(bad) != maxProblems+1 {
+		t.Fatalf("%d problems reported, want %d", len(bad), maxProblems+1)
+	}
+	for i, prefix := range []string{`f:1: non-ASCII or NUL character in "\u00e9`, `f:2: unbalanced brackets in alias "[é`, `f:3: want "alias PATTERN MODULE"`} {
+		// A clip quoted with %+q takes up to 4 bytes for each of its 64.
+		if msg := bad[i].Error(); !strings.HasPrefix(msg, prefix) || len(msg) > 400 {
+			t.Errorf("problem %d: %.300q (%d bytes), want %q and a clip of the line", i+1, msg, len(msg), prefix)
+		}
+	}
+	if got, want := bad[maxProblems-1].Error(), `f:100: want "alias PATTERN MODULE"`; got != want {
+		t.Errorf("problem %d: %q, want %q", maxProblems, got, want)
+	}
+	if got, want := bad[maxProblems].Error(), "f: 902 further problems not reported"; got != want {
+		t.Errorf("last entry %q, want %q", got, want)
+	}
+}
+
 // TestTextPriorities: modules the order lacks rank after it, in order of
 // first appearance.
 func TestTextPriorities(t *testing.T) {
