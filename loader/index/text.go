@@ -2,11 +2,13 @@ package index
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/modautoload/modautoload/internal/regfile"
@@ -375,7 +377,7 @@ type builder struct {
 
 type buildNode struct {
 	prefix   string
-	values   []Value // by priority; a new value goes before equal ones
+	values   []Value // as inserted; see depmodOrder
 	children []childEdge
 }
 
@@ -403,14 +405,16 @@ func (n *buildNode) addChild(ch byte, c *buildNode) {
 	n.children[i] = childEdge{ch, c}
 }
 
-func (n *buildNode) addValue(v Value) {
-	i := 0
-	for i < len(n.values) && n.values[i].Priority < v.Priority {
-		i++
-	}
-	n.values = append(n.values, Value{})
-	copy(n.values[i+1:], n.values[i:])
-	n.values[i] = v
+// depmodOrder returns values, given in insertion order, in the order
+// depmod writes them. Its add_value inserts each value before the first of
+// greater or equal priority: by ascending priority, and among equal
+// priorities the latest first. Sorting once, not inserting one by one,
+// keeps a key with many values linear.
+func depmodOrder(values []Value) []Value {
+	out := slices.Clone(values)
+	slices.Reverse(out)
+	slices.SortStableFunc(out, func(a, b Value) int { return cmp.Compare(a.Priority, b.Priority) })
+	return out
 }
 
 // insert is depmod's index_insert.
@@ -429,13 +433,12 @@ func (b *builder) insert(key, value string, prio uint32) {
 		}
 		i += j
 		if i == len(key) {
-			n.addValue(Value{prio, value})
+			n.values = append(n.values, Value{prio, value})
 			return
 		}
 		c := n.child(key[i])
 		if c == nil {
-			c = &buildNode{prefix: key[i+1:]}
-			c.addValue(Value{prio, value})
+			c = &buildNode{prefix: key[i+1:], values: []Value{{prio, value}}}
 			n.addChild(key[i], c)
 			return
 		}
@@ -481,7 +484,7 @@ func (b *builder) write(n *buildNode) uint32 {
 	}
 	if len(n.values) > 0 {
 		b.out = binary.BigEndian.AppendUint32(b.out, uint32(len(n.values)))
-		for _, v := range n.values {
+		for _, v := range depmodOrder(n.values) {
 			b.out = binary.BigEndian.AppendUint32(b.out, v.Priority)
 			b.out = append(append(b.out, v.Value...), 0)
 		}

@@ -1,12 +1,14 @@
 package index
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestTextEqualsBin: the text files of the fixture build byte for byte the
@@ -160,6 +162,54 @@ func TestParseTextProblemCap(t *testing.T) {
 	}
 	if got, want := bad[maxProblems].Error(), "f: 902 further problems not reported"; got != want {
 		t.Errorf("last entry %q, want %q", got, want)
+	}
+}
+
+// TestTextValueOrder: values under one key come out as depmod's add_value
+// leaves them: by priority, and among equal priorities the latest first.
+func TestTextValueOrder(t *testing.T) {
+	order := Order{"a": 2, "b": 1, "c": 2, "d": 1}
+	ix, _, err := ParseText("f", []byte("alias x a\nalias x b\nalias x c\nalias x d\nalias x a\nalias x e\n"), KindAlias, order)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Value{{1, "d"}, {1, "b"}, {2, "a"}, {2, "c"}, {2, "a"}, {4, "e"}}
+	if got, err := ix.Search("x"); err != nil || !reflect.DeepEqual(got, want) {
+		t.Errorf("Search(x) = %v, %v; want %v", got, err, want)
+	}
+}
+
+// TestTextManyValues: many values under one key take about as long as as
+// many keys. Inserting each value in place took time quadratic in their
+// number: 20 s for 200,000, where distinct keys take a tenth of a second.
+func TestTextManyValues(t *testing.T) {
+	const n = 50000
+	var oneKey, manyKeys bytes.Buffer
+	for i := range n {
+		fmt.Fprintf(&oneKey, "alias x m%d\n", i%7)
+		fmt.Fprintf(&manyKeys, "alias x%d m%d\n", i, i%7)
+	}
+	parse := func(data []byte) time.Duration {
+		start := time.Now()
+		ix, _, err := ParseText("f", data, KindAlias, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v, err := ix.Search("x"); err != nil || len(v) != n && len(v) != 0 {
+			t.Fatalf("Search(x): %d values, %v", len(v), err)
+		}
+		return time.Since(start)
+	}
+	// The best of three of each, interleaved, so that a busy machine
+	// slows both alike.
+	best := [2]time.Duration{time.Hour, time.Hour}
+	for range 3 {
+		best[0] = min(best[0], parse(oneKey.Bytes()))
+		best[1] = min(best[1], parse(manyKeys.Bytes()))
+	}
+	t.Logf("%d values under one key: %v; %d keys: %v", n, best[0], n, best[1])
+	if best[0] > 5*best[1] {
+		t.Errorf("%d values under one key took %v, %d keys %v", n, best[0], n, best[1])
 	}
 }
 
