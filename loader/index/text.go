@@ -2,7 +2,6 @@ package index
 
 import (
 	"bytes"
-	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -377,7 +376,7 @@ type builder struct {
 
 type buildNode struct {
 	prefix   string
-	values   []Value // as inserted; see depmodOrder
+	values   []Value // as inserted; write puts them in depmod's order
 	children []childEdge
 }
 
@@ -403,18 +402,6 @@ func (n *buildNode) addChild(ch byte, c *buildNode) {
 	n.children = append(n.children, childEdge{})
 	copy(n.children[i+1:], n.children[i:])
 	n.children[i] = childEdge{ch, c}
-}
-
-// depmodOrder returns values, given in insertion order, in the order
-// depmod writes them. Its add_value inserts each value before the first of
-// greater or equal priority: by ascending priority, and among equal
-// priorities the latest first. Sorting once, not inserting one by one,
-// keeps a key with many values linear.
-func depmodOrder(values []Value) []Value {
-	out := slices.Clone(values)
-	slices.Reverse(out)
-	slices.SortStableFunc(out, func(a, b Value) int { return cmp.Compare(a.Priority, b.Priority) })
-	return out
 }
 
 // insert is depmod's index_insert.
@@ -484,7 +471,9 @@ func (b *builder) write(n *buildNode) uint32 {
 	}
 	if len(n.values) > 0 {
 		b.out = binary.BigEndian.AppendUint32(b.out, uint32(len(n.values)))
-		for _, v := range depmodOrder(n.values) {
+		values := slices.Clone(n.values)
+		orderAsAdded(values)
+		for _, v := range values {
 			b.out = binary.BigEndian.AppendUint32(b.out, v.Priority)
 			b.out = append(append(b.out, v.Value...), 0)
 		}

@@ -2,10 +2,12 @@ package index
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"fmt"
 	"math"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -376,6 +378,7 @@ func (t *Trie) SearchWild(key string) ([]Value, error) {
 	if err := t.lookup(w.descend); err != nil {
 		return nil, err
 	}
+	orderAsAdded(w.out)
 	return w.out, nil
 }
 
@@ -588,30 +591,30 @@ func (t *Trie) traverse(n node, j int, buf []byte, budget *int, pre bool, visit 
 	return nil
 }
 
-// addValues inserts n's values in file order, each before the first
-// collected value of greater or equal priority (libkmod's add_value).
+// addValues appends n's values in file order; SearchWild puts all it
+// found in libkmod's order at the end.
 func (w *wildSearch) addValues(n *node) error {
+	w.out = slices.Grow(w.out, int(n.nvalues)) // readNode checked the count against the file
 	p := n.values
 	for range n.nvalues {
 		prio, s, next, err := w.t.value(p, &w.budget)
 		if err != nil {
 			return err
 		}
-		lo, hi := 0, len(w.out)
-		for lo < hi {
-			mid := int(uint(lo+hi) >> 1)
-			if w.out[mid].Priority < prio {
-				lo = mid + 1
-			} else {
-				hi = mid
-			}
-		}
-		w.out = append(w.out, Value{})
-		copy(w.out[lo+1:], w.out[lo:])
-		w.out[lo] = Value{prio, string(s)}
+		w.out = append(w.out, Value{prio, string(s)})
 		p = next
 	}
 	return nil
+}
+
+// orderAsAdded puts values, given in the order found, in the order that
+// inserting each before the first of greater or equal priority gives
+// (libkmod's add_value for a search, depmod's for an index): by ascending
+// priority, and among equal priorities the latest first. Sorting once
+// keeps many values under one key from taking quadratic time.
+func orderAsAdded(values []Value) {
+	slices.Reverse(values)
+	slices.SortStableFunc(values, func(a, b Value) int { return cmp.Compare(a.Priority, b.Priority) })
 }
 
 // Walk calls fn for every key that has values, in the order of libkmod's
