@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/modautoload/modautoload/internal/regfile"
@@ -145,13 +146,28 @@ const maxTextIndex = 256 << 20
 // gives the priorities of KindAlias and KindSymbols values; a module it
 // lacks (or all, if order is nil) ranks after those it has, in order of
 // first appearance. Malformed lines are skipped and returned in bad as
-// "file:line: reason" errors; the rest of the file still applies.
+// "file:line: reason" errors, the first 100 of them and then their count;
+// the rest of the file still applies.
 func LoadText(path string, kind Kind, order Order) (t *Trie, bad []error, err error) {
 	data, err := regfile.Read(path, maxTextIndex)
 	if err != nil {
 		return nil, nil, err
 	}
 	return ParseText(path, data, kind, order)
+}
+
+// maxProblems bounds the bad lines reported per file, as the rules
+// package does, so that a large file of garbage cannot fill memory with
+// messages; one last entry counts the rest.
+const maxProblems = 100
+
+// clip shortens text quoted in a message: a bad line can be megabytes long.
+func clip(s string) string {
+	const max = 64
+	if len(s) > max {
+		return s[:max] + "..."
+	}
+	return s
 }
 
 // ParseText is LoadText on file content already read; name is used in
@@ -173,12 +189,19 @@ func ParseText(name string, data []byte, kind Kind, order Order) (t *Trie, bad [
 		}
 		return p
 	}
+	problems := 0
 	report := func(line int, format string, args ...any) {
-		bad = append(bad, fmt.Errorf("%s:%d: %s", name, line, fmt.Sprintf(format, args...)))
+		if problems++; problems <= maxProblems {
+			bad = append(bad, fmt.Errorf("%s:%d: %s", name, line, fmt.Sprintf(format, args...)))
+		}
 	}
 	add := func(line int, key, value string, prio uint32) {
+		if len(key) > maxKeyLen {
+			report(line, "key of %d bytes is longer than %d", len(key), maxKeyLen)
+			return
+		}
 		if i := strings.IndexFunc(key+value, func(r rune) bool { return r == 0 || r >= childMax }); i >= 0 {
-			report(line, "non-ASCII or NUL character in %+q", key+" "+value)
+			report(line, "non-ASCII or NUL character in %+q", clip(key+" "+value))
 			return
 		}
 		b.insert(key, value, prio)
@@ -213,7 +236,7 @@ func ParseText(name string, data []byte, kind Kind, order Order) (t *Trie, bad [
 				switch kind {
 				case KindSymbols:
 					if !strings.HasPrefix(key, "symbol:") {
-						report(l.n, "symbol alias %q lacks \"symbol:\"", key)
+						report(l.n, "symbol alias %q lacks \"symbol:\"", clip(key))
 						continue
 					}
 					add(l.n, key, module, priority(module))
@@ -240,6 +263,9 @@ func ParseText(name string, data []byte, kind Kind, order Order) (t *Trie, bad [
 				add(l.n, ModuleName(text), "", 0)
 			}
 		}
+	}
+	if problems > maxProblems {
+		bad = append(bad, fmt.Errorf("%s: %d further problems not reported", name, problems-maxProblems))
 	}
 	out, err := b.bytes()
 	if err != nil {
@@ -299,7 +325,7 @@ const maxAliasLen = 4095
 func normalizeAlias(alias string) (string, error) {
 	s, ok := fnmatch.Underscores(alias)
 	if !ok {
-		return "", fmt.Errorf("unbalanced brackets in alias %q", alias)
+		return "", fmt.Errorf("unbalanced brackets in alias %q", clip(alias))
 	}
 	if len(s) > maxAliasLen {
 		s = s[:maxAliasLen]
@@ -350,7 +376,7 @@ type builder struct {
 
 type buildNode struct {
 	prefix   string
-	values   []Value // by priority; a new value goes before equal ones
+	values   []Value // as inserted; write puts them in depmod's order
 	children []childEdge
 }
 
@@ -378,16 +404,6 @@ func (n *buildNode) addChild(ch byte, c *buildNode) {
 	n.children[i] = childEdge{ch, c}
 }
 
-func (n *buildNode) addValue(v Value) {
-	i := 0
-	for i < len(n.values) && n.values[i].Priority < v.Priority {
-		i++
-	}
-	n.values = append(n.values, Value{})
-	copy(n.values[i+1:], n.values[i:])
-	n.values[i] = v
-}
-
 // insert is depmod's index_insert.
 func (b *builder) insert(key, value string, prio uint32) {
 	n, i := b.root, 0
@@ -404,13 +420,12 @@ func (b *builder) insert(key, value string, prio uint32) {
 		}
 		i += j
 		if i == len(key) {
-			n.addValue(Value{prio, value})
+			n.values = append(n.values, Value{prio, value})
 			return
 		}
 		c := n.child(key[i])
 		if c == nil {
-			c = &buildNode{prefix: key[i+1:]}
-			c.addValue(Value{prio, value})
+			c = &buildNode{prefix: key[i+1:], values: []Value{{prio, value}}}
 			n.addChild(key[i], c)
 			return
 		}
@@ -456,7 +471,9 @@ func (b *builder) write(n *buildNode) uint32 {
 	}
 	if len(n.values) > 0 {
 		b.out = binary.BigEndian.AppendUint32(b.out, uint32(len(n.values)))
-		for _, v := range n.values {
+		values := slices.Clone(n.values)
+		orderAsAdded(values)
+		for _, v := range values {
 			b.out = binary.BigEndian.AppendUint32(b.out, v.Priority)
 			b.out = append(append(b.out, v.Value...), 0)
 		}

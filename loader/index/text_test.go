@@ -1,11 +1,14 @@
 package index
 
 import (
+	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestTextEqualsBin: the text files of the fixture build byte for byte the
@@ -111,6 +114,8 @@ func TestParseTextBadLines(t *testing.T) {
 		{KindBuiltin, "kernel/x/foo-bar.ko\n/abs.ko\nkernel/y.ko\n", []string{`f:2: module path does not start with a letter`}, []string{"foo_bar", "y"}},
 		{KindAlias, "alias caf\xc3\xa9 m\nalias ok m\n", []string{`f:1: non-ASCII or NUL character in "caf\u00e9 m"`}, []string{"ok"}},
 		{KindBuiltinModinfo, "a.alias=x\x00garbage\x00b.license=GPL\x00\x00c.alias=y-z\x00", []string{`f:2: want "module.key=value"`}, []string{"x", "y_z"}},
+		// The reader refuses keys past maxKeyLen; the builder must not write one.
+		{KindBuiltin, "k/" + strings.Repeat("a", maxKeyLen+1) + ".ko\nk/b.ko\n", []string{fmt.Sprintf("f:1: key of %d bytes is longer than %d", maxKeyLen+1, maxKeyLen)}, []string{"b"}},
 	}
 	for _, tt := range tests {
 		ix, bad, err := ParseText("f", []byte(tt.input), tt.kind, nil)
@@ -131,6 +136,80 @@ func TestParseTextBadLines(t *testing.T) {
 		if !reflect.DeepEqual(keys, tt.keys) {
 			t.Errorf("%v: keys %q, want %q", tt.kind, keys, tt.keys)
 		}
+	}
+}
+
+// TestParseTextProblemCap: a file of garbage keeps 100 problems and a count
+// of the rest, and a message quotes at most a clip of its line.
+func TestParseTextProblemCap(t *testing.T) {
+	long := strings.Repeat("\xc3\xa9", 5000)
+	input := "alias " + long + " m\nalias [" + long + " m\n" + strings.Repeat("x\n", 1000)
+	_, bad, err := ParseText("f", []byte(input), KindAlias, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(bad) != maxProblems+1 {
+		t.Fatalf("%d problems reported, want %d", len(bad), maxProblems+1)
+	}
+	for i, prefix := range []string{`f:1: non-ASCII or NUL character in "\u00e9`, `f:2: unbalanced brackets in alias "[é`, `f:3: want "alias PATTERN MODULE"`} {
+		// A clip quoted with %+q takes up to 4 bytes for each of its 64.
+		if msg := bad[i].Error(); !strings.HasPrefix(msg, prefix) || len(msg) > 400 {
+			t.Errorf("problem %d: %.300q (%d bytes), want %q and a clip of the line", i+1, msg, len(msg), prefix)
+		}
+	}
+	if got, want := bad[maxProblems-1].Error(), `f:100: want "alias PATTERN MODULE"`; got != want {
+		t.Errorf("problem %d: %q, want %q", maxProblems, got, want)
+	}
+	if got, want := bad[maxProblems].Error(), "f: 902 further problems not reported"; got != want {
+		t.Errorf("last entry %q, want %q", got, want)
+	}
+}
+
+// TestTextValueOrder: values under one key come out as depmod's add_value
+// leaves them: by priority, and among equal priorities the latest first.
+func TestTextValueOrder(t *testing.T) {
+	order := Order{"a": 2, "b": 1, "c": 2, "d": 1}
+	ix, _, err := ParseText("f", []byte("alias x a\nalias x b\nalias x c\nalias x d\nalias x a\nalias x e\n"), KindAlias, order)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Value{{1, "d"}, {1, "b"}, {2, "a"}, {2, "c"}, {2, "a"}, {4, "e"}}
+	if got, err := ix.Search("x"); err != nil || !reflect.DeepEqual(got, want) {
+		t.Errorf("Search(x) = %v, %v; want %v", got, err, want)
+	}
+}
+
+// TestTextManyValues: many values under one key take about as long as as
+// many keys. Inserting each value in place took time quadratic in their
+// number: 20 s for 200,000, where distinct keys take a tenth of a second.
+func TestTextManyValues(t *testing.T) {
+	const n = 50000
+	var oneKey, manyKeys bytes.Buffer
+	for i := range n {
+		fmt.Fprintf(&oneKey, "alias x m%d\n", i%7)
+		fmt.Fprintf(&manyKeys, "alias x%d m%d\n", i, i%7)
+	}
+	parse := func(data []byte) time.Duration {
+		start := time.Now()
+		ix, _, err := ParseText("f", data, KindAlias, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v, err := ix.Search("x"); err != nil || len(v) != n && len(v) != 0 {
+			t.Fatalf("Search(x): %d values, %v", len(v), err)
+		}
+		return time.Since(start)
+	}
+	// The best of three of each, interleaved, so that a busy machine
+	// slows both alike.
+	best := [2]time.Duration{time.Hour, time.Hour}
+	for range 3 {
+		best[0] = min(best[0], parse(oneKey.Bytes()))
+		best[1] = min(best[1], parse(manyKeys.Bytes()))
+	}
+	t.Logf("%d values under one key: %v; %d keys: %v", n, best[0], n, best[1])
+	if best[0] > 5*best[1] {
+		t.Errorf("%d values under one key took %v, %d keys %v", n, best[0], n, best[1])
 	}
 }
 

@@ -2,10 +2,12 @@ package index
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"fmt"
 	"math"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -63,9 +65,20 @@ type Trie struct {
 	touched atomic.Bool
 
 	// subtrees caches the keys below wildcard branches (subtreeKey to
-	// []storedKey), filled as searches visit them.
+	// []storedKey), filled as searches visit them; cached counts the bytes
+	// of their patterns, bounded by keyBudget.
 	subtrees sync.Map
+	cached   atomic.Int64
 }
+
+// keyBudget bounds the bytes of keys a Trie copies out of the file: in all,
+// the patterns its wildcard cache keeps; in one Walk, the keys it passes
+// on. In the file, keys share their prefixes; copied out, each has its
+// own, so a crafted file with a long prefix above many short branches
+// would take memory quadratic in its size. Debian's modules.alias.bin needs
+// 0.4 times its size with every wildcard subtree cached, and its keys add
+// up to 0.67 times; the floor covers small indexes.
+func (t *Trie) keyBudget() int64 { return 4*int64(len(t.data)) + 64<<10 }
 
 // OpenTrie maps the index file at path read-only and checks its header.
 func OpenTrie(path string) (*Trie, error) {
@@ -365,6 +378,7 @@ func (t *Trie) SearchWild(key string) ([]Value, error) {
 	if err := t.lookup(w.descend); err != nil {
 		return nil, err
 	}
+	orderAsAdded(w.out)
 	return w.out, nil
 }
 
@@ -467,74 +481,140 @@ func (t *Trie) subtree(n node, j int, lead []byte, budget *int) ([]storedKey, er
 		return keys.([]storedKey), nil
 	}
 	var keys []storedKey
+	var size int64 // charged to t.cached as the patterns are copied
 	buf := append(make([]byte, 0, 128), lead...)
-	if err := t.flatten(n, j, noLowerBound, &buf, &keys, budget); err != nil {
+	err := t.traverse(n, j, buf, budget, false, func(n node, pattern []byte) error {
+		size += int64(len(pattern))
+		if t.cached.Add(int64(len(pattern))) > t.keyBudget() {
+			return t.corrupt(int(n.off), "patterns below wildcards exceed %d bytes, 4 times the file size (depmod's need less than half)", t.keyBudget())
+		}
+		keys = append(keys, storedKey{pattern: string(pattern), values: n.values, nvalues: n.nvalues})
+		return nil
+	})
+	if err != nil {
+		t.cached.Add(-size)
 		return nil, err
 	}
-	t.subtrees.Store(k, keys)
+	if _, loaded := t.subtrees.LoadOrStore(k, keys); loaded {
+		t.cached.Add(-size) // a concurrent search cached it first
+	}
 	return keys, nil
 }
 
-// flatten appends the keys of the subtree at n to keys. Children must lie
-// above lo.
-//
-// n is passed by value: a pointer would make every child escape to the heap
-// (escape analysis gives up on recursive calls).
-func (t *Trie) flatten(n node, j int, lo uint32, buf *[]byte, keys *[]storedKey, budget *int) error {
-	base := len(*buf)
-	*buf = append(*buf, n.prefix[j:]...)
-	if n.children != nil {
-		for ch := int(n.first); ch <= int(n.last); ch++ {
-			cref, err := t.childRef(&n, byte(ch), lo)
-			if err != nil {
-				return err
-			}
-			if cref == 0 {
-				continue
-			}
-			child, err := t.readNode(cref, budget)
-			if err != nil {
-				return err
-			}
-			*buf = append(*buf, byte(ch))
-			if err := t.flatten(child, 0, lo, buf, keys, budget); err != nil {
-				return err
-			}
-			*buf = (*buf)[:len(*buf)-1]
-			lo = child.off // the next sibling's subtree starts after this one
+// maxKeyLen bounds the keys a traversal builds. depmod's keys are at most
+// 4,095 bytes (it cuts aliases there, as the kernel does; module and symbol
+// names are shorter). Past it the file is crafted: a chain of nodes 6 bytes
+// each would otherwise make the path a traversal keeps, and its key, grow
+// with the file.
+const maxKeyLen = 4 * (maxAliasLen + 1)
+
+// pathNode is a node on a traversal's path, as much of it as the
+// traversal still needs (a crafted path is thousands of nodes deep): where
+// its child table and values are, the next child character to visit, the
+// lower bound for that child, and the key's length before the node's part.
+type pathNode struct {
+	table, values, base int
+	off, lo, nvalues    uint32
+	first, last, next   byte
+}
+
+func newPathNode(n *node, lo uint32, base int) pathNode {
+	return pathNode{table: n.table, values: n.values, base: base, off: n.off, lo: lo, nvalues: n.nvalues, first: n.first, last: n.last, next: n.first}
+}
+
+// node rebuilds the node from what p kept.
+func (p *pathNode) node(t *Trie) node {
+	n := node{off: p.off, first: p.first, last: p.last, table: p.table, nvalues: p.nvalues, values: p.values}
+	if p.table != 0 { // a child table follows the header, so 0 means none
+		n.children = t.data[p.table : p.table+4*(int(p.last-p.first)+1)]
+	}
+	return n
+}
+
+// traverse visits the subtree at n, whose key part starts at n.prefix[j:],
+// depth first with children by ascending character, calling visit for each
+// node with values and the key up to it (appended to buf): before the
+// node's children if pre (libkmod's dump), after them if not (its wildcard
+// search). The path is kept in a slice, not on the goroutine's stack: a
+// crafted file's path can be as deep as the key is long.
+func (t *Trie) traverse(n node, j int, buf []byte, budget *int, pre bool, visit func(n node, key []byte) error) error {
+	path := append(make([]pathNode, 0, 16), newPathNode(&n, noLowerBound, len(buf)))
+	buf = append(buf, n.prefix[j:]...)
+	if len(buf) > maxKeyLen {
+		return t.corrupt(int(n.off), "key longer than %d bytes", maxKeyLen)
+	}
+	if pre && n.nvalues > 0 {
+		if err := visit(n, buf); err != nil {
+			return err
 		}
 	}
-	if n.nvalues > 0 {
-		*keys = append(*keys, storedKey{pattern: string(*buf), values: n.values, nvalues: n.nvalues})
+	for len(path) > 0 {
+		top := &path[len(path)-1]
+		if top.table == 0 || top.next > top.last {
+			if !pre && top.nvalues > 0 {
+				if err := visit(top.node(t), buf); err != nil {
+					return err
+				}
+			}
+			buf = buf[:top.base]
+			path = path[:len(path)-1]
+			continue
+		}
+		ch := top.next
+		top.next++
+		n := top.node(t)
+		cref, err := t.childRef(&n, ch, top.lo)
+		if err != nil {
+			return err
+		}
+		if cref == 0 {
+			continue
+		}
+		child, err := t.readNode(cref, budget)
+		if err != nil {
+			return err
+		}
+		lo := top.lo
+		top.lo = child.off // the next sibling's subtree starts after this one
+		base := len(buf)
+		buf = append(append(buf, ch), child.prefix...)
+		if len(buf) > maxKeyLen {
+			return t.corrupt(int(child.off), "key longer than %d bytes", maxKeyLen)
+		}
+		if pre && child.nvalues > 0 {
+			if err := visit(child, buf); err != nil {
+				return err
+			}
+		}
+		path = append(path, newPathNode(&child, lo, base))
 	}
-	*buf = (*buf)[:base]
 	return nil
 }
 
-// addValues inserts n's values in file order, each before the first
-// collected value of greater or equal priority (libkmod's add_value).
+// addValues appends n's values in file order; SearchWild puts all it
+// found in libkmod's order at the end.
 func (w *wildSearch) addValues(n *node) error {
+	w.out = slices.Grow(w.out, int(n.nvalues)) // readNode checked the count against the file
 	p := n.values
 	for range n.nvalues {
 		prio, s, next, err := w.t.value(p, &w.budget)
 		if err != nil {
 			return err
 		}
-		lo, hi := 0, len(w.out)
-		for lo < hi {
-			mid := int(uint(lo+hi) >> 1)
-			if w.out[mid].Priority < prio {
-				lo = mid + 1
-			} else {
-				hi = mid
-			}
-		}
-		w.out = append(w.out, Value{})
-		copy(w.out[lo+1:], w.out[lo:])
-		w.out[lo] = Value{prio, string(s)}
+		w.out = append(w.out, Value{prio, string(s)})
 		p = next
 	}
 	return nil
+}
+
+// orderAsAdded puts values, given in the order found, in the order that
+// inserting each before the first of greater or equal priority gives
+// (libkmod's add_value for a search, depmod's for an index): by ascending
+// priority, and among equal priorities the latest first. Sorting once
+// keeps many values under one key from taking quadratic time.
+func orderAsAdded(values []Value) {
+	slices.Reverse(values)
+	slices.SortStableFunc(values, func(a, b Value) int { return cmp.Compare(a.Priority, b.Priority) })
 }
 
 // Walk calls fn for every key that has values, in the order of libkmod's
@@ -550,53 +630,16 @@ func (t *Trie) Walk(fn func(key string, values []Value) error) error {
 		if err != nil {
 			return err
 		}
-		w := walker{t: t, budget: budget, fn: fn}
-		return w.walk(n, noLowerBound)
+		var size int64
+		return t.traverse(n, 0, nil, &budget, true, func(n node, key []byte) error {
+			if size += int64(len(key)); size > t.keyBudget() {
+				return t.corrupt(int(n.off), "keys add up to more than %d bytes, 4 times the file size (depmod's to less than its size)", t.keyBudget())
+			}
+			values, err := t.appendValues(nil, &n, &budget)
+			if err != nil {
+				return err
+			}
+			return fn(string(key), values)
+		})
 	})
-}
-
-// walker is one Walk in progress.
-type walker struct {
-	t      *Trie
-	buf    []byte // the key so far
-	budget int    // see scanBudget
-	fn     func(string, []Value) error
-}
-
-func (w *walker) walk(n node, lo uint32) error { // n by value: see collect
-	t := w.t
-	base := len(w.buf)
-	w.buf = append(w.buf, n.prefix...)
-	if n.nvalues > 0 {
-		values, err := t.appendValues(nil, &n, &w.budget)
-		if err != nil {
-			return err
-		}
-		if err := w.fn(string(w.buf), values); err != nil {
-			return err
-		}
-	}
-	if n.children != nil {
-		for ch := int(n.first); ch <= int(n.last); ch++ {
-			cref, err := t.childRef(&n, byte(ch), lo)
-			if err != nil {
-				return err
-			}
-			if cref == 0 {
-				continue
-			}
-			child, err := t.readNode(cref, &w.budget)
-			if err != nil {
-				return err
-			}
-			w.buf = append(w.buf, byte(ch))
-			if err := w.walk(child, lo); err != nil {
-				return err
-			}
-			w.buf = w.buf[:len(w.buf)-1]
-			lo = child.off
-		}
-	}
-	w.buf = w.buf[:base]
-	return nil
 }

@@ -1,15 +1,21 @@
 package index
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"runtime"
+	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/modautoload/modautoload/internal/cfnmatch"
 
@@ -131,6 +137,46 @@ func TestSearchWildTies(t *testing.T) {
 	}
 }
 
+// TestSearchWildManyValues: a search that finds many values of one
+// priority puts the later found first, and takes about as long as reading
+// them. Inserting each in place took time quadratic in their number: 18 s
+// for the 200,000 values of a 1.2 MB index.
+func TestSearchWildManyValues(t *testing.T) {
+	const n = 50000
+	ix, _, err := ParseText("f", bytes.Repeat([]byte("alias x m\n"), n), KindBuiltinAlias, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, err := ix.Search("x")
+	if err != nil || len(stored) != n {
+		t.Fatalf("Search(x): %d values, %v", len(stored), err)
+	}
+	want := slices.Clone(stored)
+	slices.Reverse(want)
+	found, err := ix.SearchWild("x")
+	if err != nil || !reflect.DeepEqual(found, want) {
+		t.Fatalf("SearchWild(x): %d values, %v; want the %d stored, last first", len(found), err, n)
+	}
+	// The best of three of each, interleaved, so that a busy machine
+	// slows both alike.
+	timed := func(lookup func(string) ([]Value, error)) time.Duration {
+		start := time.Now()
+		if _, err := lookup("x"); err != nil {
+			t.Fatal(err)
+		}
+		return time.Since(start)
+	}
+	search, wild := time.Hour, time.Hour
+	for range 3 {
+		search = min(search, timed(ix.Search))
+		wild = min(wild, timed(ix.SearchWild))
+	}
+	t.Logf("%d values: Search %v, SearchWild %v", n, search, wild)
+	if wild > 10*search {
+		t.Errorf("SearchWild of %d values took %v, Search %v", n, wild, search)
+	}
+}
+
 func TestWalkFixture(t *testing.T) {
 	dep := openTrie(t, filepath.Join(fixtureDir, "modules.dep.bin"))
 	all := walkAll(t, dep)
@@ -247,6 +293,160 @@ func TestCorrupt(t *testing.T) {
 				t.Errorf("error %q does not say %q", errs[0], tt.reason)
 			}
 		})
+	}
+}
+
+// chainTrie returns an index whose root has a '*' child heading a chain of
+// depth nodes that have only a child 'a' each, ending in a node with the
+// value {7 "m"}: the one key is "*" followed by depth 'a's. Each chain node
+// takes 6 bytes, so a small file can be very deep.
+func chainTrie(depth int) []byte {
+	data := trieFile(flagValues|headerSize, u32(1), u32(7), []byte("m\x00"))
+	ref := uint32(flagValues | headerSize)
+	for range depth {
+		off := uint32(len(data))
+		data = append(append(data, 'a', 'a'), u32(ref)...)
+		ref = flagChildren | off
+	}
+	root := uint32(len(data))
+	data = append(append(data, '*', '*'), u32(ref)...)
+	binary.BigEndian.PutUint32(data[8:], flagChildren|root)
+	return data
+}
+
+// TestDeepChain: the walks below a wildcard (SearchWild) and Walk keep
+// their path off the goroutine's stack, so a chain as deep as the longest
+// key allowed works on a small stack; one level deeper is reported as
+// corrupt. Recursing once per level, a chain of millions of levels
+// overflowed the stack, which kills the process.
+func TestDeepChain(t *testing.T) {
+	depth := maxKeyLen - 1 // "*" and the 'a's make a key of maxKeyLen bytes
+	ix, err := NewTrie("x.bin", chainTrie(depth))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Recursion takes hundreds of bytes per level: well over 1 MiB here.
+	defer debug.SetMaxStack(debug.SetMaxStack(1 << 20))
+	want := []Value{{7, "m"}}
+	key := "*" + strings.Repeat("a", depth)
+	if got := walkAll(t, ix); !reflect.DeepEqual(got, []entry{{key, want}}) || len(got[0].key) != maxKeyLen {
+		t.Errorf("Walk of a chain %d deep found %d keys", depth, len(got))
+	}
+	if got, err := ix.SearchWild(strings.Repeat("a", depth+1)); err != nil || !reflect.DeepEqual(got, want) {
+		t.Errorf("SearchWild below a chain %d deep = %v, %v; want %v", depth, got, err, want)
+	}
+	if got, err := ix.SearchWild("b"); err != nil || got != nil {
+		t.Errorf("SearchWild(b) below a chain %d deep = %v, %v; want nothing", depth, got, err)
+	}
+
+	errs := lookupAll(t, chainTrie(depth+1), "a", "b")
+	if len(errs) != 3 { // Walk and SearchWild twice; Search stops at the root
+		t.Fatalf("a key of %d bytes: %d errors, want 3: %v", maxKeyLen+1, len(errs), errs)
+	}
+	for _, err := range errs {
+		var ce *CorruptError
+		if !errors.As(err, &ce) || !errFormat.MatchString(err.Error()) || !strings.Contains(err.Error(), "key longer than") {
+			t.Errorf("a key of %d bytes: %v, want a CorruptError for x.bin saying the key is too long", maxKeyLen+1, err)
+		}
+	}
+}
+
+// prefixChainTrie returns an index whose root's prefix is "*" and
+// prefixLen 'A's, above a chain of depth nodes that each have a child 'a'
+// and the value {7 "m"}, ending in a node with that value: depth+1 keys,
+// with 1 to depth+1 'a's after the root's prefix.
+func prefixChainTrie(prefixLen, depth int) []byte {
+	value := cat(u32(1), u32(7), []byte("m\x00"))
+	data := trieFile(flagValues|headerSize, value)
+	ref := uint32(flagValues | headerSize)
+	for range depth {
+		off := uint32(len(data))
+		data = append(append(append(data, 'a', 'a'), u32(ref)...), value...)
+		ref = flagChildren | flagValues | off
+	}
+	root := uint32(len(data))
+	data = append(data, '*')
+	data = append(append(data, strings.Repeat("A", prefixLen)...), 0, 'a', 'a')
+	data = append(data, u32(ref)...)
+	binary.BigEndian.PutUint32(data[8:], flagPrefix|flagChildren|root)
+	return data
+}
+
+// TestKeyBudget: keys share their prefixes in the file but not once copied
+// out, so a long prefix above a chain of nodes with values would make the
+// wildcard cache, and Walk, copy it once per key: memory quadratic in the
+// file. Past 4 times the file size, the file is reported as corrupt.
+func TestKeyBudget(t *testing.T) {
+	// 36 kB, keys under maxKeyLen; copied out, they would take 10 MB.
+	data := prefixChainTrie(4000, 2000)
+	ix, err := NewTrie("x.bin", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err = ix.SearchWild("x")
+	runtime.ReadMemStats(&after)
+	var ce *CorruptError
+	if !errors.As(err, &ce) || !errFormat.MatchString(err.Error()) || !strings.Contains(err.Error(), "patterns below wildcards exceed") {
+		t.Errorf("SearchWild with %d-byte patterns under a chain: %v, want a CorruptError for x.bin", len(data), err)
+	}
+	// The patterns copied before giving up, and the path to the deepest
+	// node (a node per 16 bytes of this file, kept in a growing slice).
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > uint64(ix.keyBudget())+32*uint64(len(data)) {
+		t.Errorf("SearchWild allocated %d bytes for a %d-byte file (budget %d)", alloc, len(data), ix.keyBudget())
+	}
+	if n := ix.cached.Load(); n != 0 {
+		t.Errorf("a failed search left %d bytes charged to the cache", n)
+	}
+	err = ix.Walk(func(string, []Value) error { return nil })
+	if !errors.As(err, &ce) || !errFormat.MatchString(err.Error()) || !strings.Contains(err.Error(), "keys add up to more than") {
+		t.Errorf("Walk of %d-byte keys under a chain: %v, want a CorruptError for x.bin", len(data), err)
+	}
+
+	// Under the budget, the same shape is searched and cached.
+	ix, err = NewTrie("x.bin", prefixChainTrie(200, 50))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := strings.Repeat("A", 200) + "aaa"
+	if got, err := ix.SearchWild(key); err != nil || !reflect.DeepEqual(got, []Value{{7, "m"}}) {
+		t.Errorf("SearchWild(%q) = %v, %v; want [{7 m}]", key, got, err)
+	}
+	if got := walkAll(t, ix); len(got) != 51 {
+		t.Errorf("Walk found %d keys, want 51", len(got))
+	}
+	if want := int64(51*201 + 51*52/2); ix.cached.Load() != want {
+		t.Errorf("the cache holds %d bytes of patterns, want %d", ix.cached.Load(), want)
+	}
+}
+
+// TestCacheCharge: concurrent searches charge each cached subtree once.
+func TestCacheCharge(t *testing.T) {
+	ix := openTrie(t, filepath.Join(fixtureDir, KindAlias.BinName()))
+	keys := walkAll(t, ix)
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for _, e := range keys {
+				if _, err := ix.SearchWild(e.key); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	var sum, subtrees int64
+	ix.subtrees.Range(func(_, keys any) bool {
+		for _, k := range keys.([]storedKey) {
+			sum += int64(len(k.pattern))
+		}
+		subtrees++
+		return true
+	})
+	if subtrees == 0 || ix.cached.Load() != sum {
+		t.Errorf("%d subtrees cached, %d bytes of patterns; charged %d", subtrees, sum, ix.cached.Load())
 	}
 }
 
