@@ -30,6 +30,18 @@ func byModule(t *testing.T, recs []Record) map[string]Record {
 	return out
 }
 
+// callsReturned waits until every finit_module call of l has returned: a
+// load is done when its module is live, and its call's return is stamped
+// after that, on its own thread.
+func callsReturned(t *testing.T, l *Loader) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); l.Stats().InKernel > 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d finit_module calls still in the kernel", l.Stats().InKernel)
+		}
+	}
+}
+
 func checkTimes(t *testing.T, r Record) {
 	t.Helper()
 	if r.Requested == 0 || r.Started < r.Requested || r.Done < r.Started || r.Returned < r.Started {
@@ -51,6 +63,7 @@ func TestTimelineRecordsARequest(t *testing.T) {
 	if err != nil || res[0].Err != nil {
 		t.Fatalf("%+v, %v", res, err)
 	}
+	callsReturned(t, l)
 	recs, over := l.Timeline()
 	if over != 0 || len(recs) != 3 {
 		t.Fatalf("%d records (%d overwritten), want 3: %+v", len(recs), over, recs)
@@ -129,6 +142,7 @@ func TestTimelineConcurrentRequests(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	callsReturned(t, l)
 	recs, _ := l.Timeline()
 	m := byModule(t, recs)
 	if len(recs) != n+1 {
