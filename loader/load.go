@@ -428,7 +428,8 @@ func (l *Loader) load(s Step, fl *flight) error {
 	// Other modautoload processes (the kernel's helpers, the command
 	// line) lock the same file, so the kernel gets one finit_module per
 	// module across processes too, not one per helper.
-	if err := l.lock(f); err != nil {
+	held, err := l.lock(f, s.Name)
+	if err != nil {
 		f.Close()
 		return &LoadError{Module: s.Name, Path: s.Path, Op: "lock", Err: err}
 	}
@@ -436,6 +437,11 @@ func (l *Loader) load(s Step, fl *flight) error {
 	if done, err := l.settled(s.Name, fl); done {
 		f.Close()
 		return err
+	}
+	if !held {
+		f.Close()
+		return &LoadError{Module: s.Name, Path: s.Path, Op: "lock",
+			Err: errors.New("went live and away again while another process held its file")}
 	}
 	// Since Linux 5.18 finit_module returns only after the module's init
 	// and then every asynchronous job in the system (another
@@ -596,25 +602,30 @@ func (l *Loader) settled(name string, f *flight) (bool, error) {
 // stuck holder cannot hold us past the live timeout or shutdown. Where the
 // file system has no flock (NFS without lockd, some FUSE and 9p roots)
 // there is nothing to take: loads in this process are still serialized,
-// and kmod takes no lock at all.
-func (l *Loader) lock(f *os.File) error {
+// and kmod takes no lock at all. held is false when the module went live
+// while another process held the lock: that process's finit_module keeps
+// it until the call returns, on 6.1 seconds after live.
+func (l *Loader) lock(f *os.File, name string) (held bool, err error) {
 	deadline := time.Now().Add(l.liveTimeout())
 	var b backoff
 	for {
 		err := l.flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
 		switch {
 		case err == nil:
-			return nil
+			return true, nil
 		case errors.Is(err, unix.ENOLCK), errors.Is(err, unix.EOPNOTSUPP), errors.Is(err, unix.ENOSYS), errors.Is(err, unix.EINVAL):
-			return nil
+			return true, nil
 		case !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR):
-			return err
+			return false, err
+		}
+		if st, _ := readInitstate(l.Sysfs, name); st == stateLive {
+			return false, nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("held by another process for %s", l.liveTimeout())
+			return false, fmt.Errorf("held by another process for %s", l.liveTimeout())
 		}
 		if !b.sleep(l.ctx) {
-			return l.ctx.Err()
+			return false, l.ctx.Err()
 		}
 	}
 }

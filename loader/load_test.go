@@ -606,6 +606,43 @@ func TestOnlyOnceAcrossProcesses(t *testing.T) {
 	}
 }
 
+// A process waiting for another's lock on the module file is done once the
+// module is live, not when the other lets go of the file (its
+// finit_module returns, on 6.1 after every async probe in the system).
+func TestLockWaitEndsWhenLive(t *testing.T) {
+	dir := loadertest.ModuleTree(t, nil, []string{"m"})
+	k := loadertest.NewKernel(t, nil)
+	l := newTestLoader(t, k)
+	// The other process: holds the file's lock, and its module goes live.
+	other, err := os.Open(step(dir, "m").Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if err := unix.Flock(int(other.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	wentLive := make(chan struct{})
+	go func() {
+		defer close(wentLive)
+		time.Sleep(100 * time.Millisecond)
+		os.MkdirAll(filepath.Join(k.Sysfs, "module", "m"), 0o755)
+		os.WriteFile(filepath.Join(k.Sysfs, "module", "m", "initstate"), []byte("live\n"), 0o644)
+	}()
+	start := time.Now()
+	err = l.ensure(context.Background(), step(dir, "m"), false)
+	<-wentLive
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("done %v after asking, want once m is live (100 ms), not when the other lets go of the file", took)
+	}
+	if n := len(k.Calls()); n != 0 {
+		t.Errorf("%d finit_module calls, want none: the other process loaded it", n)
+	}
+}
+
 func TestProbeAllowList(t *testing.T) {
 	dir := loadertest.ModuleTree(t, map[string][]string{"good": {"dep"}}, []string{"dep", "good", "bad"})
 	k := loadertest.NewKernel(t, nil)
