@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/modautoload/modautoload/internal/excerpt"
 	"github.com/modautoload/modautoload/internal/regfile"
 
 	"github.com/modautoload/modautoload/internal/fnmatch"
@@ -571,7 +572,7 @@ func splitClauses(line string) ([]clause, string) {
 		if i < len(line) && line[i] == '{' {
 			k := strings.IndexByte(line[i:], '}')
 			if k < 0 {
-				return nil, clip(c.key) + "{ without }"
+				return nil, excerpt.Of(c.key) + "{ without }"
 			}
 			c.name, c.hasName, i = line[i+1:i+k], true, i+k+1
 		}
@@ -584,15 +585,15 @@ func splitClauses(line string) ([]clause, string) {
 		if c.op != "" {
 			i = skipBlanks(line, i)
 			if i == len(line) || line[i] != '"' {
-				return nil, fmt.Sprintf("%s%s: the value must be in double quotes", clip(c.key), clip(c.op))
+				return nil, fmt.Sprintf("%s%s: the value must be in double quotes", excerpt.Of(c.key), excerpt.Of(c.op))
 			}
 			k := strings.IndexByte(line[i+1:], '"')
 			if k < 0 {
-				return nil, fmt.Sprintf("%s%s: unterminated quote", clip(c.key), clip(c.op))
+				return nil, fmt.Sprintf("%s%s: unterminated quote", excerpt.Of(c.key), excerpt.Of(c.op))
 			}
 			c.value, i = line[i+1:i+1+k], i+k+2
 			if b, ok := controlByte(c.value); ok {
-				return nil, fmt.Sprintf("%s%s: control character %q in the value", clip(c.key), clip(c.op), b)
+				return nil, fmt.Sprintf("%s%s: control character %q in the value", excerpt.Of(c.key), excerpt.Of(c.op), b)
 			}
 		}
 		out = append(out, c)
@@ -601,7 +602,7 @@ func splitClauses(line string) ([]clause, string) {
 			return out, ""
 		}
 		if line[i] != ',' {
-			return nil, fmt.Sprintf("unexpected %q after %s; clauses are separated by ','", line[i], clip(c.key))
+			return nil, fmt.Sprintf("unexpected %q after %s; clauses are separated by ','", line[i], excerpt.Of(c.key))
 		}
 		i++
 	}
@@ -618,7 +619,7 @@ func (rule *eventRule) add(c clause) string {
 				return "ENV needs {NAME}"
 			}
 			if !uevent.ValidKey(c.name) {
-				return fmt.Sprintf("ENV{%s}: bad property name", clip(c.name))
+				return fmt.Sprintf("ENV{%s}: bad property name", excerpt.Of(c.name))
 			}
 			m.env = c.name
 		} else if c.hasName {
@@ -633,7 +634,7 @@ func (rule *eventRule) add(c clause) string {
 		case "=":
 			return c.key + "=: use == to match or != to exclude"
 		default:
-			return fmt.Sprintf("%s: operator %q not supported (use == or !=)", c.key, clip(c.op))
+			return fmt.Sprintf("%s: operator %q not supported (use == or !=)", c.key, excerpt.Of(c.op))
 		}
 		rule.matches = append(rule.matches, m)
 		return ""
@@ -649,7 +650,7 @@ func (rule *eventRule) add(c clause) string {
 			if c.op == "" {
 				return "LOAD: want LOAD=\"NAME ...\""
 			}
-			return fmt.Sprintf("LOAD: operator %q not supported (use =)", clip(c.op))
+			return fmt.Sprintf("LOAD: operator %q not supported (use =)", excerpt.Of(c.op))
 		}
 		mods := strings.Fields(c.value)
 		if len(mods) == 0 {
@@ -682,7 +683,7 @@ func allowClause(c clause) ([]string, string) {
 	case c.op == "":
 		return nil, "ALLOW: want ALLOW=\"pattern ...\""
 	case c.op != "=":
-		return nil, fmt.Sprintf("ALLOW: operator %q not supported (use =)", clip(c.op))
+		return nil, fmt.Sprintf("ALLOW: operator %q not supported (use =)", excerpt.Of(c.op))
 	}
 	words := strings.Fields(c.value)
 	if len(words) == 0 {
@@ -691,7 +692,7 @@ func allowClause(c clause) ([]string, string) {
 	for i, w := range words {
 		n, ok := fnmatch.Underscores(w)
 		if !ok {
-			return nil, fmt.Sprintf("ALLOW: unbalanced [ ] in %q", clip(w))
+			return nil, fmt.Sprintf("ALLOW: unbalanced [ ] in %q", excerpt.Of(w))
 		}
 		words[i] = n
 	}
@@ -714,7 +715,7 @@ func knownKey(k string) bool {
 }
 
 func unknownKey(k string) string {
-	msg := fmt.Sprintf("unknown key %q", clip(k))
+	msg := fmt.Sprintf("unknown key %q", excerpt.Of(k))
 	if k != strings.ToUpper(k) && knownKey(strings.ToUpper(k)) {
 		msg += " (keys are upper case)"
 	}
@@ -774,13 +775,4 @@ func controlByte(s string) (byte, bool) {
 		}
 	}
 	return 0, false
-}
-
-// clip keeps problem messages short.
-func clip(s string) string {
-	const max = 64
-	if len(s) > max {
-		return s[:max] + "..."
-	}
-	return s
 }

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/modautoload/modautoload/internal/excerpt"
 	"github.com/modautoload/modautoload/internal/testfs"
 
 	"github.com/modautoload/modautoload/uevent"
@@ -406,7 +407,7 @@ func TestEventRulesAllowListFailsClosed(t *testing.T) {
 		"ALLOW=\"good \\\n" + strings.Repeat("m ", MaxEventRuleLine) + "\"",
 	}
 	for _, line := range bad {
-		t.Run(clip(line), func(t *testing.T) {
+		t.Run(excerpt.Of(line), func(t *testing.T) {
 			r := evRules(line)
 			if len(r.Problems) != 1 || !strings.HasSuffix(r.Problems[0].Error(), "(allow-list mode on)") {
 				t.Errorf("problems: %v", r.Problems)

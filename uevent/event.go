@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/modautoload/modautoload/internal/excerpt"
 )
 
 // MaxMessageSize bounds one uevent. The kernel builds a message from
@@ -104,7 +106,7 @@ func Parse(msg []byte) (Event, error) {
 	}
 	action, devpath, ok := strings.Cut(s[:end], "@")
 	if !ok || !validAction(action) || !strings.HasPrefix(devpath, "/") {
-		return ev, fmt.Errorf("%w: %q", ErrNoHeader, clip(s[:end]))
+		return ev, fmt.Errorf("%w: %q", ErrNoHeader, excerpt.Of(s[:end]))
 	}
 	ev.Action, ev.DevPath = action, devpath
 	if truncated {
@@ -141,10 +143,10 @@ func (ev *Event) addField(off int, field string) {
 	key, value, ok := strings.Cut(field, "=")
 	switch {
 	case !ok:
-		ev.defect(off, "field %q has no '='", clip(field))
+		ev.defect(off, "field %q has no '='", excerpt.Of(field))
 		return
 	case !ValidKey(key):
-		ev.defect(off, "bad key %q", clip(key))
+		ev.defect(off, "bad key %q", excerpt.Of(key))
 		return
 	}
 	ev.Props = append(ev.Props, Property{Key: key, Value: value})
@@ -160,7 +162,7 @@ func (ev *Event) addField(off int, field string) {
 	case "SEQNUM":
 		seq, err := strconv.ParseUint(value, 10, 64)
 		if err != nil {
-			ev.defect(off, "bad SEQNUM %q", clip(value))
+			ev.defect(off, "bad SEQNUM %q", excerpt.Of(value))
 			return
 		}
 		ev.Seqnum = seq
@@ -174,9 +176,9 @@ func (ev *Event) checkHeader() {
 	for _, p := range ev.Props {
 		switch {
 		case p.Key == "ACTION" && p.Value != ev.Action:
-			ev.defect(0, "ACTION=%q disagrees with header %q", clip(p.Value), ev.Action)
+			ev.defect(0, "ACTION=%q disagrees with header %q", excerpt.Of(p.Value), ev.Action)
 		case p.Key == "DEVPATH" && p.Value != ev.DevPath:
-			ev.defect(0, "DEVPATH=%q disagrees with header %q", clip(p.Value), clip(ev.DevPath))
+			ev.defect(0, "DEVPATH=%q disagrees with header %q", excerpt.Of(p.Value), excerpt.Of(ev.DevPath))
 		}
 	}
 }
@@ -208,13 +210,4 @@ func ValidKey(k string) bool {
 		}
 	}
 	return true
-}
-
-// clip keeps error messages short when the input is large or hostile.
-func clip(s string) string {
-	const max = 64
-	if len(s) > max {
-		return s[:max] + "..."
-	}
-	return s
 }

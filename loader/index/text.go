@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/modautoload/modautoload/internal/excerpt"
 	"github.com/modautoload/modautoload/internal/regfile"
 
 	"github.com/modautoload/modautoload/internal/fnmatch"
@@ -161,15 +162,6 @@ func LoadText(path string, kind Kind, order Order) (t *Trie, bad []error, err er
 // messages; one last entry counts the rest.
 const maxProblems = 100
 
-// clip shortens text quoted in a message: a bad line can be megabytes long.
-func clip(s string) string {
-	const max = 64
-	if len(s) > max {
-		return s[:max] + "..."
-	}
-	return s
-}
-
 // ParseText is LoadText on file content already read; name is used in
 // errors.
 func ParseText(name string, data []byte, kind Kind, order Order) (t *Trie, bad []error, err error) {
@@ -201,7 +193,7 @@ func ParseText(name string, data []byte, kind Kind, order Order) (t *Trie, bad [
 			return
 		}
 		if i := strings.IndexFunc(key+value, func(r rune) bool { return r == 0 || r >= childMax }); i >= 0 {
-			report(line, "non-ASCII or NUL character in %+q", clip(key+" "+value))
+			report(line, "non-ASCII or NUL character in %+q", excerpt.Of(key+" "+value))
 			return
 		}
 		b.insert(key, value, prio)
@@ -236,7 +228,7 @@ func ParseText(name string, data []byte, kind Kind, order Order) (t *Trie, bad [
 				switch kind {
 				case KindSymbols:
 					if !strings.HasPrefix(key, "symbol:") {
-						report(l.n, "symbol alias %q lacks \"symbol:\"", clip(key))
+						report(l.n, "symbol alias %q lacks \"symbol:\"", excerpt.Of(key))
 						continue
 					}
 					add(l.n, key, module, priority(module))
@@ -325,7 +317,7 @@ const maxAliasLen = 4095
 func normalizeAlias(alias string) (string, error) {
 	s, ok := fnmatch.Underscores(alias)
 	if !ok {
-		return "", fmt.Errorf("unbalanced brackets in alias %q", clip(alias))
+		return "", fmt.Errorf("unbalanced brackets in alias %q", excerpt.Of(alias))
 	}
 	if len(s) > maxAliasLen {
 		s = s[:maxAliasLen]

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/modautoload/modautoload/internal/excerpt"
 	"github.com/modautoload/modautoload/internal/fnmatch"
 )
 
@@ -240,16 +241,7 @@ func isSpace(b byte) bool {
 func quoteWords(words ...string) string {
 	q := make([]string, len(words))
 	for i, w := range words {
-		q[i] = fmt.Sprintf("%q", clip(w))
+		q[i] = fmt.Sprintf("%q", excerpt.Of(w))
 	}
 	return strings.Join(q, " ")
-}
-
-// clip keeps problem messages short.
-func clip(s string) string {
-	const max = 64
-	if len(s) > max {
-		return s[:max] + "..."
-	}
-	return s
 }
