@@ -114,8 +114,8 @@
 // ALLOW clause in a rule, a glob with an unbalanced '[' or ']' in ALLOW, a
 // line longer than MaxEventRuleLine and a backslash continuing the last line
 // are all errors. Rules and ALLOW lines of a file past the first
-// MaxEventRulesPerFile are ignored, with one problem; at most 100 problems
-// are recorded per file.
+// MaxEventRulesPerFile are ignored, with one problem; the first 100 problems
+// of a file are recorded, then one that counts the rest.
 //
 // Skipping never widens the allow-list. Allow-list mode is turned on, with
 // nothing allowed by what was skipped, by:

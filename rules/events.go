@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/modautoload/modautoload/internal/excerpt"
+	"github.com/modautoload/modautoload/internal/problemcap"
 	"github.com/modautoload/modautoload/internal/regfile"
 
 	"github.com/modautoload/modautoload/internal/fnmatch"
@@ -30,11 +31,6 @@ const (
 	// MaxEventRuleFileSize bounds one rule file; a larger file is not read.
 	MaxEventRuleFileSize = 16 << 20
 )
-
-// maxProblemsPerFile bounds the problems recorded for one file, so that a
-// large file of garbage cannot fill memory with messages. EventRules
-// documents the number.
-const maxProblemsPerFile = 100
 
 // DefaultEventRuleDirs returns the directories of event rule files read when
 // no path is given, highest precedence first.
@@ -407,7 +403,7 @@ type fileParser struct {
 	r        *EventRules
 	file     string
 	entries  int // rules and ALLOW lines kept
-	problems int
+	problems problemcap.Counter
 }
 
 // parseFile adds the rules and ALLOW lines of one file.
@@ -430,6 +426,9 @@ func (r *EventRules) parseFile(file string, data []byte) {
 		}
 		p.line(line, num)
 	})
+	if num, msg, ok := p.problems.Rest(); ok {
+		r.problem(file, num, msg)
+	}
 }
 
 // line parses one logical line.
@@ -478,12 +477,8 @@ func (p *fileParser) report(num int, msg string, closed bool) {
 		p.r.allowMode = true
 		msg += " (allow-list mode on)"
 	}
-	p.problems++
-	switch {
-	case p.problems < maxProblemsPerFile:
+	if p.problems.Keep(num) {
 		p.r.problem(p.file, num, msg)
-	case p.problems == maxProblemsPerFile:
-		p.r.problem(p.file, num, msg+"; further problems in this file are not reported")
 	}
 }
 

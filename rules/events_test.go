@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/modautoload/modautoload/internal/excerpt"
+	"github.com/modautoload/modautoload/internal/problemcap"
 	"github.com/modautoload/modautoload/internal/testfs"
 
 	"github.com/modautoload/modautoload/uevent"
@@ -643,11 +644,13 @@ func TestEventRulesRuleLimit(t *testing.T) {
 
 func TestEventRulesProblemLimit(t *testing.T) {
 	r := evRules(strings.Repeat("BAD\n", 1000) + "ALLOW=\"\"\nLOAD=\"ok\"\n")
-	if len(r.Problems) != maxProblemsPerFile {
-		t.Errorf("%d problems", len(r.Problems))
+	if len(r.Problems) != problemcap.PerFile+1 {
+		t.Fatalf("%d problems, want %d", len(r.Problems), problemcap.PerFile+1)
 	}
-	if !strings.HasSuffix(r.Problems[maxProblemsPerFile-1].Error(), "further problems in this file are not reported") {
-		t.Errorf("last problem: %v", r.Problems[maxProblemsPerFile-1])
+	// The ALLOW line is the 1001st problem.
+	want := fmt.Sprintf("t.rules:%d: %d further problems from here on are not reported", problemcap.PerFile+1, 1001-problemcap.PerFile)
+	if got := r.Problems[problemcap.PerFile].Error(); got != want {
+		t.Errorf("last problem %q, want %q", got, want)
 	}
 	// Unreported problems still fail closed.
 	if !r.AllowListed() {

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/modautoload/modautoload/internal/excerpt"
+	"github.com/modautoload/modautoload/internal/problemcap"
 	"github.com/modautoload/modautoload/internal/regfile"
 
 	"github.com/modautoload/modautoload/internal/fnmatch"
@@ -157,11 +158,6 @@ func LoadText(path string, kind Kind, order Order) (t *Trie, bad []error, err er
 	return ParseText(path, data, kind, order)
 }
 
-// maxProblems bounds the bad lines reported per file, as the rules
-// package does, so that a large file of garbage cannot fill memory with
-// messages; one last entry counts the rest.
-const maxProblems = 100
-
 // ParseText is LoadText on file content already read; name is used in
 // errors.
 func ParseText(name string, data []byte, kind Kind, order Order) (t *Trie, bad []error, err error) {
@@ -181,9 +177,9 @@ func ParseText(name string, data []byte, kind Kind, order Order) (t *Trie, bad [
 		}
 		return p
 	}
-	problems := 0
+	var problems problemcap.Counter
 	report := func(line int, format string, args ...any) {
-		if problems++; problems <= maxProblems {
+		if problems.Keep(line) {
 			bad = append(bad, fmt.Errorf("%s:%d: %s", name, line, fmt.Sprintf(format, args...)))
 		}
 	}
@@ -256,8 +252,8 @@ func ParseText(name string, data []byte, kind Kind, order Order) (t *Trie, bad [
 			}
 		}
 	}
-	if problems > maxProblems {
-		bad = append(bad, fmt.Errorf("%s: %d further problems not reported", name, problems-maxProblems))
+	if line, msg, ok := problems.Rest(); ok {
+		bad = append(bad, fmt.Errorf("%s:%d: %s", name, line, msg))
 	}
 	out, err := b.bytes()
 	if err != nil {

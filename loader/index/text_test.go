@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/modautoload/modautoload/internal/problemcap"
 )
 
 // TestTextEqualsBin: the text files of the fixture build byte for byte the
@@ -148,8 +150,8 @@ func TestParseTextProblemCap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(bad) != maxProblems+1 {
-		t.Fatalf("%d problems reported, want %d", len(bad), maxProblems+1)
+	if len(bad) != problemcap.PerFile+1 {
+		t.Fatalf("%d problems reported, want %d", len(bad), problemcap.PerFile+1)
 	}
 	for i, prefix := range []string{`f:1: non-ASCII or NUL character in "\u00e9`, `f:2: unbalanced brackets in alias "[é`, `f:3: want "alias PATTERN MODULE"`} {
 		// A clip quoted with %+q takes up to 4 bytes for each of its 64.
@@ -157,10 +159,10 @@ func TestParseTextProblemCap(t *testing.T) {
 			t.Errorf("problem %d: %.300q (%d bytes), want %q and a clip of the line", i+1, msg, len(msg), prefix)
 		}
 	}
-	if got, want := bad[maxProblems-1].Error(), `f:100: want "alias PATTERN MODULE"`; got != want {
-		t.Errorf("problem %d: %q, want %q", maxProblems, got, want)
+	if got, want := bad[problemcap.PerFile-1].Error(), `f:100: want "alias PATTERN MODULE"`; got != want {
+		t.Errorf("problem %d: %q, want %q", problemcap.PerFile, got, want)
 	}
-	if got, want := bad[maxProblems].Error(), "f: 902 further problems not reported"; got != want {
+	if got, want := bad[problemcap.PerFile].Error(), "f:101: 902 further problems from here on are not reported"; got != want {
 		t.Errorf("last entry %q, want %q", got, want)
 	}
 }

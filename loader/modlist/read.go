@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/modautoload/modautoload/internal/problemcap"
 	"github.com/modautoload/modautoload/internal/regfile"
 )
 
@@ -39,11 +40,6 @@ const (
 	maxName = 4096
 	maxFile = 16 << 20
 )
-
-// maxProblemsPerFile bounds the problems kept for one file or for the
-// command line, so that a large file of bad lines fills neither memory
-// nor the log.
-const maxProblemsPerFile = 100
 
 // Form is how the lines of a list read.
 type Form int
@@ -184,34 +180,30 @@ type reader struct {
 	seen  map[string]bool // dedupKey of entries kept
 	alone map[string]bool // dedupKey of modules asked to load alone
 	// lineProblems counts the problems of the file or command line being
-	// parsed; firstLater is the line of the first one not kept.
-	lineProblems, firstLater int
+	// parsed.
+	lineProblems problemcap.Counter
 }
 
 func (r *reader) problem(file string, line int, format string, args ...any) {
 	r.list.Problems = append(r.list.Problems, &ParseError{File: file, Line: line, Msg: fmt.Sprintf(format, args...)})
 }
 
-// lineProblem records a problem with a line of the file being parsed:
-// only the first maxProblemsPerFile are kept, and the message of the
-// others is not even built.
+// lineProblem records a problem with a line of the file being parsed, if
+// it is among the first problemcap.PerFile; the message of the others is
+// not even built.
 func (r *reader) lineProblem(file string, line int, format string, args ...any) {
-	r.lineProblems++
-	switch {
-	case r.lineProblems <= maxProblemsPerFile:
+	if r.lineProblems.Keep(line) {
 		r.problem(file, line, format, args...)
-	case r.lineProblems == maxProblemsPerFile+1:
-		r.firstLater = line
 	}
 }
 
 // endOfFile adds the problem that counts those of file not kept, and
 // starts the count again for the next file.
 func (r *reader) endOfFile(file string) {
-	if n := r.lineProblems - maxProblemsPerFile; n > 0 {
-		r.problem(file, r.firstLater, "%d further problems from here on are not reported", n)
+	if line, msg, ok := r.lineProblems.Rest(); ok {
+		r.problem(file, line, "%s", msg)
 	}
-	r.lineProblems, r.firstLater = 0, 0
+	r.lineProblems = problemcap.Counter{}
 }
 
 // dedupKey is the name with '-' as '_', as systemd compares them.

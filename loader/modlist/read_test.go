@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/modautoload/modautoload/internal/problemcap"
 	"github.com/modautoload/modautoload/internal/testfs"
 )
 
@@ -268,7 +269,7 @@ func TestRead(t *testing.T) {
 	}
 }
 
-// A file of bad lines keeps maxProblemsPerFile problems and one that
+// A file of bad lines keeps problemcap.PerFile problems and one that
 // counts the rest, and its entries, even after the bad lines, still load.
 // Another file's problems are counted on their own.
 func TestReadBoundsProblemsPerFile(t *testing.T) {
@@ -293,15 +294,15 @@ func TestReadBoundsProblemsPerFile(t *testing.T) {
 		}
 		where = append(where, fmt.Sprintf("%s:%d", filepath.Base(pe.File), pe.Line))
 	}
-	for i := range maxProblemsPerFile + 1 {
+	for i := range problemcap.PerFile + 1 {
 		wantWhere = append(wantWhere, fmt.Sprintf("a.conf:%d", i+1))
 	}
 	wantWhere = append(wantWhere, "b.conf:1", "b.conf:3")
 	if !slices.Equal(where, wantWhere) {
 		t.Fatalf("%d problems at %q..., want %d at %q...", len(where), where[:min(len(where), 3)], len(wantWhere), wantWhere[:3])
 	}
-	want = fmt.Sprintf(": %d further problems from here on are not reported", n-maxProblemsPerFile)
-	if got := l.Problems[maxProblemsPerFile].Error(); !strings.HasSuffix(got, want) {
+	want = fmt.Sprintf(": %d further problems from here on are not reported", n-problemcap.PerFile)
+	if got := l.Problems[problemcap.PerFile].Error(); !strings.HasSuffix(got, want) {
 		t.Errorf("last problem of a.conf %q, want it to end %q", got, want)
 	}
 }
@@ -309,13 +310,13 @@ func TestReadBoundsProblemsPerFile(t *testing.T) {
 // A line too long to read is reported even past the bound: it says why
 // the rest of the file is missing.
 func TestReadReportsALongLineAfterManyProblems(t *testing.T) {
-	const bad = 2 * maxProblemsPerFile
+	const bad = 2 * problemcap.PerFile
 	r := &reader{list: &List{}, seen: map[string]bool{}, alone: map[string]bool{}}
 	r.parse("f.conf", []byte(strings.Repeat("#modautoload:bogus\n", bad)+strings.Repeat("x", maxLine)+"\nlost\n"), FormModulesLoad)
-	if len(r.list.Problems) != maxProblemsPerFile+2 {
-		t.Fatalf("%d problems, want %d", len(r.list.Problems), maxProblemsPerFile+2)
+	if len(r.list.Problems) != problemcap.PerFile+2 {
+		t.Fatalf("%d problems, want %d", len(r.list.Problems), problemcap.PerFile+2)
 	}
-	if got, want := r.list.Problems[maxProblemsPerFile].Error(), fmt.Sprintf("f.conf:%d: line of %d bytes or more", bad+1, maxLine); !strings.HasPrefix(got, want) {
+	if got, want := r.list.Problems[problemcap.PerFile].Error(), fmt.Sprintf("f.conf:%d: line of %d bytes or more", bad+1, maxLine); !strings.HasPrefix(got, want) {
 		t.Errorf("problem %q, want it to start %q", got, want)
 	}
 	if len(r.list.Entries) != 0 {
@@ -325,16 +326,16 @@ func TestReadReportsALongLineAfterManyProblems(t *testing.T) {
 
 // The command line is one file for the bound on problems.
 func TestCmdlineBoundsProblems(t *testing.T) {
-	const n = 3 * maxProblemsPerFile
+	const n = 3 * problemcap.PerFile
 	l := Read(Options{Root: t.TempDir(), Cmdline: strings.Repeat("modules_load ", n) + "modules_load=ok"})
 	if got, want := entries(l), fmt.Sprintf("ok@kernel command line, word %d", n+1); got != want {
 		t.Errorf("entries %q, want %q", got, want)
 	}
-	if len(l.Problems) != maxProblemsPerFile+1 {
-		t.Fatalf("%d problems, want %d", len(l.Problems), maxProblemsPerFile+1)
+	if len(l.Problems) != problemcap.PerFile+1 {
+		t.Fatalf("%d problems, want %d", len(l.Problems), problemcap.PerFile+1)
 	}
-	want := fmt.Sprintf("kernel command line: %d further problems from here on are not reported", n-maxProblemsPerFile)
-	if got := l.Problems[maxProblemsPerFile].Error(); got != want {
+	want := fmt.Sprintf("kernel command line: %d further problems from here on are not reported", n-problemcap.PerFile)
+	if got := l.Problems[problemcap.PerFile].Error(); got != want {
 		t.Errorf("last problem %q, want %q", got, want)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/modautoload/modautoload/internal/problemcap"
 	"github.com/modautoload/modautoload/internal/testfs"
 )
 
@@ -105,7 +106,7 @@ func TestCmdlineAfterFiles(t *testing.T) {
 }
 
 // The kernel command line is one file for the bound on problems: a line
-// full of bad module names keeps maxProblemsPerFile of them and one that
+// full of bad module names keeps problemcap.PerFile of them and one that
 // counts the rest, and a good word after them still applies.
 func TestCmdlineBoundsProblems(t *testing.T) {
 	const good = " ok.a=1"
@@ -115,11 +116,11 @@ func TestCmdlineBoundsProblems(t *testing.T) {
 	if got := c.Options("ok"); got != "a=1" {
 		t.Errorf("options of ok: %q, want a=1", got)
 	}
-	if len(c.Problems) != maxProblemsPerFile+1 {
-		t.Fatalf("%d problems, want %d", len(c.Problems), maxProblemsPerFile+1)
+	if len(c.Problems) != problemcap.PerFile+1 {
+		t.Fatalf("%d problems, want %d", len(c.Problems), problemcap.PerFile+1)
 	}
-	want := fmt.Sprintf("%s: %d further problems from here on are not reported", cmdlineFile, bad-maxProblemsPerFile)
-	if got := c.Problems[maxProblemsPerFile].Error(); got != want {
+	want := fmt.Sprintf("%s: %d further problems from here on are not reported", cmdlineFile, bad-problemcap.PerFile)
+	if got := c.Problems[problemcap.PerFile].Error(); got != want {
 		t.Errorf("last problem %q, want %q", got, want)
 	}
 }

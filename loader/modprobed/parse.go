@@ -7,6 +7,7 @@ import (
 
 	"github.com/modautoload/modautoload/internal/excerpt"
 	"github.com/modautoload/modautoload/internal/fnmatch"
+	"github.com/modautoload/modautoload/internal/problemcap"
 )
 
 // parse adds the directives of one configuration file, as libkmod's
@@ -30,39 +31,29 @@ func (c *Config) parse(file string, data []byte) {
 	})
 }
 
-// maxProblemsPerFile bounds the problems kept for one file or for the
-// kernel command line, so that a large file of bad lines fills neither
-// memory nor the log of every modprobe call.
-const maxProblemsPerFile = 100
-
-// fileProblems keeps the first maxProblemsPerFile problems of one file and
-// counts the rest, which close reports as one more problem.
+// fileProblems keeps the first problems of one file, or of the kernel
+// command line, and counts the rest, which close reports as one more.
 type fileProblems struct {
-	c          *Config
-	file       string
-	count      int
-	firstLater int // line of the first problem not kept
+	c     *Config
+	file  string
+	count problemcap.Counter
 }
 
-// add records the problem "what", followed by the words it quotes. The
-// message is built only when it is kept: building it for every line of a
-// large bad file took most of the time spent on that file.
+// add records the problem "what", followed by the words it quotes; the
+// message is built only when it is kept.
 func (p *fileProblems) add(line int, what string, quoted ...string) {
-	p.count++
-	switch {
-	case p.count <= maxProblemsPerFile:
-		if len(quoted) > 0 {
-			what += " " + quoteWords(quoted...)
-		}
-		p.c.problem(p.file, line, what)
-	case p.count == maxProblemsPerFile+1:
-		p.firstLater = line
+	if !p.count.Keep(line) {
+		return
 	}
+	if len(quoted) > 0 {
+		what += " " + quoteWords(quoted...)
+	}
+	p.c.problem(p.file, line, what)
 }
 
 func (p *fileProblems) close() {
-	if n := p.count - maxProblemsPerFile; n > 0 {
-		p.c.problem(p.file, p.firstLater, fmt.Sprintf("%d further problems from here on are not reported", n))
+	if line, msg, ok := p.count.Rest(); ok {
+		p.c.problem(p.file, line, msg)
 	}
 }
 

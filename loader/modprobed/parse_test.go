@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/modautoload/modautoload/internal/problemcap"
 	"github.com/modautoload/modautoload/internal/testfs"
 )
 
@@ -106,7 +107,7 @@ func TestDumpOrder(t *testing.T) {
 	}
 }
 
-// A file of bad lines keeps maxProblemsPerFile problems and one that
+// A file of bad lines keeps problemcap.PerFile problems and one that
 // counts the rest, and its good lines, even after the bad ones, still
 // apply. Another file's problems are counted on their own.
 func TestLoadBoundsProblemsPerFile(t *testing.T) {
@@ -122,16 +123,16 @@ func TestLoadBoundsProblemsPerFile(t *testing.T) {
 	if !c.Blacklisted("after_the_flood") || !c.Blacklisted("b") {
 		t.Errorf("good lines not applied: blacklist %q", c.Blacklist)
 	}
-	want := make([]string, 0, maxProblemsPerFile+3)
-	for i := range maxProblemsPerFile {
+	want := make([]string, 0, problemcap.PerFile+3)
+	for i := range problemcap.PerFile {
 		want = append(want, "a.conf:"+strconv.Itoa(i+1))
 	}
-	want = append(want, "a.conf:"+strconv.Itoa(maxProblemsPerFile+1), "b.conf:1", "b.conf:3")
+	want = append(want, "a.conf:"+strconv.Itoa(problemcap.PerFile+1), "b.conf:1", "b.conf:3")
 	if got := problemLines(t, c); !slices.Equal(got, want) {
 		t.Fatalf("%d problems at %q..., want %d at %q...", len(got), got[:min(len(got), 3)], len(want), want[:3])
 	}
-	last := c.Problems[maxProblemsPerFile].Error()
-	if wantMsg := fmt.Sprintf(": %d further problems from here on are not reported", bad-maxProblemsPerFile); !strings.HasSuffix(last, wantMsg) {
+	last := c.Problems[problemcap.PerFile].Error()
+	if wantMsg := fmt.Sprintf(": %d further problems from here on are not reported", bad-problemcap.PerFile); !strings.HasSuffix(last, wantMsg) {
 		t.Errorf("last problem of a.conf is %q, want it to end %q", last, wantMsg)
 	}
 }
