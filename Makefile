@@ -8,7 +8,10 @@ FUZZTIME  ?= 300000x
 .PHONY: build build-all cross deps test unit fuzz e2e index-real bench bench-resolve demo vet clean
 
 # Debian packages the tests, the demo and the benchmark need.
-DEB_PKGS := qemu-system-x86 qemu-system-arm qemu-user busybox-static cpio kmod xz-utils zstd gcc libc6-dev libkmod-dev e2fsprogs systemd make
+# man-db and groff-base render the manual pages; lintian checks the
+# Debian package.
+DEB_PKGS := qemu-system-x86 qemu-system-arm qemu-user busybox-static cpio kmod xz-utils zstd gcc libc6-dev libkmod-dev e2fsprogs systemd make \
+	man-db groff-base lintian
 
 # Where build puts the binary, and install and deb take it from.
 BIN       ?= bin/modautoload

@@ -79,8 +79,9 @@ loads (modautoload_module_failures_total) and, while its last load failed,
 its error (modautoload_module_failed). Exit status 1 without a daemon.
 
 --timeline prints the daemon's last 256 loads instead (daemon
---timeline-size): for each, when it was asked for (seconds since boot, as
-dmesg counts), how long it waited before it was handed to the kernel (for
+--timeline-size): for each, when it was asked for (seconds since boot,
+CLOCK_MONOTONIC as systemd-analyze counts; dmesg's clock drifts from it by
+NTP's correction), how long it waited before it was handed to the kernel (for
 its dependencies, the module file's lock), how long until it was live,
 when finit_module returned (on Linux 5.18+ after live, once asynchronous
 probes are done), its result with the errno's name, and who asked: a

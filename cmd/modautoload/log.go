@@ -12,7 +12,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// logOptions are the logging flags every subcommand takes.
+// logOptions are the logging flags of every subcommand that logs: all but
+// the daemon's clients, which print an answer.
 type logOptions struct {
 	format string // auto, console, json
 	level  string
