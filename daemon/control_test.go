@@ -230,7 +230,7 @@ func TestAskBounds(t *testing.T) {
 	}
 	t.Run("waits as long as the daemon's bounds say", func(t *testing.T) {
 		path := daemontest.FakeServer(t, func(c *net.UnixConn, _ <-chan struct{}) {
-			c.Write([]byte(`{"accepted":true,"answer_within_ms":600,"ok":false}` + "\n"))
+			c.Write([]byte(`{"accepted":true,"answer_within_ms":3000,"ok":false}` + "\n"))
 			time.Sleep(500 * time.Millisecond)
 			c.Write([]byte(`{"ok":true}` + "\n"))
 		})

@@ -3,12 +3,12 @@ package uevent_test
 import (
 	"context"
 	"errors"
-	"os"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/modautoload/modautoload/internal/testtool"
 	"github.com/modautoload/modautoload/uevent"
 )
 
@@ -16,9 +16,7 @@ import (
 // layer must be refused by the real credential check. This needs
 // CAP_NET_ADMIN to send to a netlink group; CI runs as root.
 func TestListenRejectsForgedUserspaceEvent(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("sending to a uevent multicast group needs root")
-	}
+	testtool.NeedRoot(t, "sending to a uevent multicast group")
 	l, granted, err := uevent.Listen(uevent.Config{ReadBuffer: 1 << 20})
 	if err != nil {
 		t.Fatal(err)

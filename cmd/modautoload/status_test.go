@@ -87,12 +87,7 @@ func TestStatusBadAnswersAndUsage(t *testing.T) {
 // the real daemon on the host's uevent socket, without coldplug and with
 // --dry-run, against an empty module tree: it loads nothing.
 func TestDaemonPrometheusFile(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if testtool.Strict() {
-			t.Fatal("the daemon's uevent socket and control directory need root (required because CI=true or MODAUTOLOAD_E2E=1)")
-		}
-		t.Skip("the daemon's uevent socket and control directory need root")
-	}
+	testtool.NeedRoot(t, "the daemon's uevent socket and control directory")
 	base, dir := t.TempDir(), t.TempDir()
 	if err := os.MkdirAll(filepath.Join(base, "lib/modules"), 0o755); err != nil {
 		t.Fatal(err)

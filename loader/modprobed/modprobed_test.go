@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/modautoload/modautoload/internal/testfs"
+	"github.com/modautoload/modautoload/internal/testtool"
 )
 
 func TestDefaultDirsUnderRoot(t *testing.T) {
@@ -90,7 +91,7 @@ func TestLoadUnreadableFile(t *testing.T) {
 	// A socket passes the directory scan but cannot be opened.
 	l, err := net.Listen("unix", filepath.Join(dir, "sock.conf"))
 	if err != nil {
-		t.Skip(err)
+		testtool.Missing(t, "a Unix socket to stand for an unreadable file: %v", err)
 	}
 	defer l.Close()
 	testfs.WriteFiles(t, dir, map[string]string{"z.conf": "blacklist z\n"})
