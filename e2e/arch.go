@@ -16,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/modautoload/modautoload/internal/testtool"
 )
 
 // Arch is a guest architecture other than the host's x86-64: Debian's
@@ -67,7 +69,7 @@ const userlandVersion = 1
 // or fails it under CI=true or MODAUTOLOAD_E2E=1.
 func RequireArch(t testing.TB, a *Arch) *Kernel {
 	t.Helper()
-	if testing.Short() && !strict() {
+	if testing.Short() && !testtool.Strict() {
 		t.Skip("e2e: skipped in -short mode")
 	}
 	for _, tool := range []struct{ name, pkg string }{

@@ -4,26 +4,18 @@ import (
 	"context"
 	"debug/elf"
 	"fmt"
-	"os"
 	"os/exec"
 	"sync"
 	"testing"
+
+	"github.com/modautoload/modautoload/internal/testtool"
 )
 
-// strict reports whether missing prerequisites must fail tests rather than
-// skip them: in CI, or when a developer asks for the e2e tests explicitly.
-func strict() bool {
-	return os.Getenv("CI") == "true" || os.Getenv("MODAUTOLOAD_E2E") == "1"
-}
-
-// unmet applies the policy to a missing prerequisite.
+// unmet applies testtool's policy to a missing prerequisite: skip on a
+// developer's machine, fail in CI or when the e2e tests are asked for.
 func unmet(t testing.TB, format string, args ...any) {
 	t.Helper()
-	msg := fmt.Sprintf(format, args...)
-	if strict() {
-		t.Fatalf("e2e prerequisite missing (required because CI=true or MODAUTOLOAD_E2E=1): %s", msg)
-	}
-	t.Skipf("e2e prerequisite missing (set MODAUTOLOAD_E2E=1 to fail instead): %s", msg)
+	testtool.Missing(t, "e2e prerequisite missing: "+format, args...)
 }
 
 // Process-wide results: every test asks, the work is done once.
@@ -43,7 +35,7 @@ var (
 // had, the test skips, or fails under CI=true or MODAUTOLOAD_E2E=1.
 func KernelFor(t testing.TB) *Kernel {
 	t.Helper()
-	if testing.Short() && !strict() {
+	if testing.Short() && !testtool.Strict() {
 		t.Skip("e2e: skipped in -short mode")
 	}
 	for _, tool := range []string{"apt-get", "apt-cache", "dpkg", "depmod"} {
@@ -64,7 +56,7 @@ func KernelFor(t testing.TB) *Kernel {
 // it under CI=true or MODAUTOLOAD_E2E=1.
 func Require(t testing.TB) {
 	t.Helper()
-	if testing.Short() && !strict() {
+	if testing.Short() && !testtool.Strict() {
 		t.Skip("e2e: skipped in -short mode")
 	}
 	if err := hostTools(); err != nil {
