@@ -116,30 +116,50 @@ func TestEnsureOnlyOnceForManyCallers(t *testing.T) {
 	}
 }
 
-// EEXIST: another process's finit_module won; wait for live, do not fail.
+// EEXIST: another process's finit_module won, and its module is still
+// coming. The load is done when the module is live (invariant 1), not
+// when the kernel says EEXIST, and it is no failure.
 func TestEnsureKernelSaysEEXIST(t *testing.T) {
 	dir := loadertest.ModuleTree(t, nil, []string{"m"})
-	k := &eexistKernel{Kernel: loadertest.NewKernel(t, nil)}
+	k := &eexistKernel{Kernel: loadertest.NewKernel(t, nil), answered: make(chan struct{}), live: make(chan struct{})}
+	goLive := sync.OnceFunc(func() { close(k.live) })
 	l := NewLoader(k, k.Sysfs)
-	l.LiveTimeout = 5 * time.Second
-	defer l.Shutdown(context.Background())
-	if err := l.ensure(context.Background(), step(dir, "m"), false); err != nil {
+	l.LiveTimeout = 30 * time.Second
+	t.Cleanup(func() { goLive(); l.Shutdown(context.Background()) })
+	done := goEnsure(l, step(dir, "m"))
+	waitClosed(t, k.answered, "finit_module called")
+	select {
+	case err := <-done:
+		st, _ := readInitstate(k.Sysfs, "m")
+		t.Fatalf("returned %v after EEXIST while initstate is %q", err, st)
+	case <-time.After(500 * time.Millisecond):
+	}
+	goLive()
+	if err := result(t, done, "ensure after m went live"); err != nil {
 		t.Fatal(err)
+	}
+	if st, _ := readInitstate(k.Sysfs, "m"); st != stateLive {
+		t.Errorf("returned while initstate is %q", st)
 	}
 	if s := l.Stats(); s.Waited != 1 || s.Loaded != 0 {
 		t.Errorf("stats %+v: want one wait, no load of ours", s)
 	}
 }
 
-// eexistKernel answers EEXIST while another (invisible) load finishes.
-type eexistKernel struct{ *loadertest.Kernel }
+// eexistKernel answers EEXIST while another (invisible) load is coming; it
+// goes live when live is closed. answered is closed when it has answered.
+type eexistKernel struct {
+	*loadertest.Kernel
+	answered, live chan struct{}
+}
 
 func (k *eexistKernel) FinitModule(f *os.File, _ string, _ int) error {
 	name := index.ModuleName(f.Name())
 	dir := filepath.Join(k.Sysfs, "module", name)
 	os.Mkdir(dir, 0o755)
 	loadertest.WriteState(dir, "coming")
-	go func() { time.Sleep(100 * time.Millisecond); loadertest.WriteState(dir, "live") }()
+	go func() { <-k.live; loadertest.WriteState(dir, "live") }()
+	close(k.answered)
 	return unix.EEXIST
 }
 
@@ -773,6 +793,38 @@ func TestWakeAllAfterLostEvents(t *testing.T) {
 	}
 	if polls := l.Stats().Polls; polls > 3 {
 		t.Errorf("%d polls, want at most 3 before WakeAll", polls)
+	}
+}
+
+// goEnsure runs ensure for s in a goroutine; its error comes on the channel.
+func goEnsure(l *Loader, s Step) <-chan error {
+	done := make(chan error, 1)
+	go func() { done <- l.ensure(context.Background(), s, false) }()
+	return done
+}
+
+// The bounds below are for the test not to hang: generous for a loaded
+// host under -race, far beyond what the waits they guard should take.
+
+// result waits for the error on done, failing the test after 10 s.
+func result(t *testing.T, done <-chan error, what string) error {
+	t.Helper()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s: no answer after 10 s", what)
+		return nil
+	}
+}
+
+// waitClosed waits for ch to be closed, failing the test after 10 s.
+func waitClosed(t *testing.T, ch <-chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s: not after 10 s", what)
 	}
 }
 
