@@ -199,20 +199,37 @@ func TestEnsureFailureIsSharedAndNamed(t *testing.T) {
 }
 
 // Someone else's load fails: its init sends no uevent, the directory goes.
-// The waiter must learn it at once, not at the timeout.
+// The waiter must learn it at once, not at the timeout. The other load's
+// init fails when the test says, once the waiter is waiting for it.
 func TestEnsureOtherLoadFails(t *testing.T) {
 	dir := loadertest.ModuleTree(t, nil, []string{"m"})
-	k := loadertest.NewKernel(t, map[string]loadertest.Module{"m": {Init: 100 * time.Millisecond, Fail: unix.ENODEV}})
+	initEnds := make(chan struct{})
+	k := loadertest.NewKernel(t, map[string]loadertest.Module{"m": {During: func() { <-initEnds }, Fail: unix.ENODEV}})
+	endInit := sync.OnceFunc(func() { close(initEnds) })
 	l := newTestLoader(t, k)
-	go k.Load("m")
-	time.Sleep(30 * time.Millisecond)
+	l.LiveTimeout = 30 * time.Second
+	t.Cleanup(endInit)
+	other := make(chan error, 1)
+	go func() { other <- k.Load("m") }()
+	eventually(t, "the other load shows in sysfs", func() bool {
+		_, err := os.Stat(filepath.Join(k.Sysfs, "module", "m"))
+		return err == nil
+	})
+	done := goEnsure(l, step(dir, "m"))
+	eventually(t, "ensure waits for the other load", func() bool { return l.Stats().Waited == 1 })
+	endInit()
 	start := time.Now()
-	err := l.ensure(context.Background(), step(dir, "m"), false)
-	if !errors.Is(err, ErrGone) && !errors.Is(err, unix.EBUSY) {
-		t.Fatalf("err = %v, want the other load's failure", err)
+	if err := result(t, done, "ensure after the other load failed"); !errors.Is(err, ErrGone) {
+		t.Fatalf("err = %v, want the other load's failure (ErrGone)", err)
 	}
-	if time.Since(start) > time.Second {
-		t.Error("learned of the failure only after a long wait")
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("learned of the failure %s after it, the live timeout is 30 s: want at once", d)
+	}
+	if err := result(t, other, "the other load"); !errors.Is(err, unix.ENODEV) {
+		t.Errorf("the other load: %v, want ENODEV", err)
+	}
+	if n := k.CallsOf("m"); n != 1 {
+		t.Errorf("%d finit_module calls, want only the other's", n)
 	}
 }
 
@@ -310,19 +327,35 @@ func TestProbeFailedDependencyStops(t *testing.T) {
 	}
 }
 
+// Loads of independent modules run side by side: both inits are under way
+// at once in the (fake) sysfs, each held until the test lets it end.
 func TestParallelIndependentLoads(t *testing.T) {
-	dir := loadertest.ModuleTree(t, nil, []string{"a", "b"})
-	k := loadertest.NewKernel(t, map[string]loadertest.Module{"a": {Init: 200 * time.Millisecond}, "b": {Init: 200 * time.Millisecond}})
+	names := []string{"a", "b"}
+	dir := loadertest.ModuleTree(t, nil, names)
+	initsEnd := make(chan struct{})
+	endInits := sync.OnceFunc(func() { close(initsEnd) })
+	held := loadertest.Module{During: func() { <-initsEnd }}
+	k := loadertest.NewKernel(t, map[string]loadertest.Module{"a": held, "b": held})
 	l := newTestLoader(t, k)
-	start := time.Now()
-	var wg sync.WaitGroup
-	for _, m := range []string{"a", "b"} {
-		wg.Add(1)
-		go func() { defer wg.Done(); l.ensure(context.Background(), step(dir, m), false) }()
+	l.LiveTimeout = 30 * time.Second
+	t.Cleanup(endInits)
+	var done []<-chan error
+	for _, m := range names {
+		done = append(done, goEnsure(l, step(dir, m)))
 	}
-	wg.Wait()
-	if d := time.Since(start); d > 350*time.Millisecond {
-		t.Errorf("two independent 200 ms loads took %s: serialized", d)
+	eventually(t, "a and b initializing at once", func() bool {
+		for _, m := range names {
+			if st, _ := readInitstate(k.Sysfs, m); st != stateComing {
+				return false
+			}
+		}
+		return true
+	})
+	endInits()
+	for i, m := range names {
+		if err := result(t, done[i], m); err != nil {
+			t.Errorf("%s: %v", m, err)
+		}
 	}
 }
 
@@ -825,6 +858,16 @@ func waitClosed(t *testing.T, ch <-chan struct{}, what string) {
 	case <-ch:
 	case <-time.After(10 * time.Second):
 		t.Fatalf("%s: not after 10 s", what)
+	}
+}
+
+// eventually polls cond until it holds, failing the test after 10 s.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not after 10 s", what)
+		}
 	}
 }
 
