@@ -167,6 +167,26 @@ func TestEnsureFailureIsSharedAndNamed(t *testing.T) {
 	dir := loadertest.ModuleTree(t, nil, []string{"pcspkr"})
 	k := loadertest.NewKernel(t, map[string]loadertest.Module{"pcspkr": {Init: 100 * time.Millisecond, Fail: unix.ENODEV}})
 	l := newTestLoader(t, k)
+	// Told once per failed load, whoever shared it: the daemon logs there
+	// (invariant 3).
+	var toldMu sync.Mutex
+	var told []string
+	l.Failed = func(module string, err error) {
+		toldMu.Lock()
+		defer toldMu.Unlock()
+		if !errors.Is(err, unix.ENODEV) {
+			t.Errorf("Failed told of %s with %v, want ENODEV", module, err)
+		}
+		told = append(told, module)
+	}
+	wantTold := func(want int, when string) {
+		t.Helper()
+		toldMu.Lock()
+		defer toldMu.Unlock()
+		if len(told) != want || (want > 0 && told[want-1] != "pcspkr") {
+			t.Errorf("%s: Failed told of %q, want pcspkr %d times", when, told, want)
+		}
+	}
 	var wg sync.WaitGroup
 	errs := make([]error, 8)
 	for i := range errs {
@@ -179,6 +199,7 @@ func TestEnsureFailureIsSharedAndNamed(t *testing.T) {
 			t.Errorf("err = %v, want ENODEV named with the module", err)
 		}
 	}
+	wantTold(1, "8 callers sharing one failed load")
 	// The same burst: the failure is the answer, the kernel is not asked.
 	if err := l.ensure(context.Background(), step(dir, "pcspkr"), false); !errors.Is(err, unix.ENODEV) {
 		t.Errorf("err = %v", err)
@@ -186,12 +207,16 @@ func TestEnsureFailureIsSharedAndNamed(t *testing.T) {
 	if n := k.CallsOf("pcspkr"); n != 1 {
 		t.Errorf("finit_module called %d times in one burst, want 1", n)
 	}
+	wantTold(1, "the burst's failure given as the answer")
 	// A later, distinct event may try once more.
 	l.NewBurst()
-	l.ensure(context.Background(), step(dir, "pcspkr"), false)
+	if err := l.ensure(context.Background(), step(dir, "pcspkr"), false); !errors.Is(err, unix.ENODEV) {
+		t.Errorf("new burst: err = %v, want ENODEV", err)
+	}
 	if n := k.CallsOf("pcspkr"); n != 2 {
 		t.Errorf("finit_module called %d times after a new burst, want 2", n)
 	}
+	wantTold(2, "a second failed load")
 	// Two loads failed in the kernel; the deduplicated answer is not one.
 	if st := l.States()["pcspkr"]; st.State != "failed" || !strings.Contains(st.Err, "ENODEV") || st.Failures != 2 {
 		t.Errorf("state %+v, want failed with ENODEV and 2 failures", st)
