@@ -254,3 +254,27 @@ func TestTwiceListedLoadedOnce(t *testing.T) {
 		t.Errorf("%d loads of m", n)
 	}
 }
+
+// A module that stays "going" (a removal stuck in its exit function) is
+// waited for only until the live timeout, and never handed to the kernel.
+func TestGoingForeverIsBounded(t *testing.T) {
+	dir := loadertest.ModuleTree(t, nil, []string{"m"})
+	k := loadertest.NewKernel(t, nil)
+	l := NewLoader(k, k.Sysfs)
+	l.LiveTimeout = 200 * time.Millisecond
+	t.Cleanup(func() { l.Shutdown(context.Background()) })
+	modDir := filepath.Join(k.Sysfs, "module", "m")
+	os.Mkdir(modDir, 0o755)
+	loadertest.WriteState(modDir, "going")
+	start := time.Now()
+	err := result(t, goEnsure(l, step(dir, "m")), "ensure of a module going for ever")
+	if !errors.Is(err, ErrNotLive) {
+		t.Errorf("err = %v, want ErrNotLive", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("returned after %s, the live timeout is 200ms", d)
+	}
+	if n := k.CallsOf("m"); n != 0 {
+		t.Errorf("%d finit_module calls for a module still going, want none", n)
+	}
+}

@@ -258,6 +258,38 @@ func TestEnsureOtherLoadFails(t *testing.T) {
 	}
 }
 
+// A module on its way out (initstate "going": being removed, or its init
+// failed in another loader) is waited for until it has left, then handed
+// to the kernel, once: not while it is going.
+func TestEnsureWaitsForGoingModule(t *testing.T) {
+	dir := loadertest.ModuleTree(t, nil, []string{"m"})
+	k := loadertest.NewKernel(t, nil)
+	l := newTestLoader(t, k)
+	l.LiveTimeout = 30 * time.Second
+	modDir := filepath.Join(k.Sysfs, "module", "m")
+	os.Mkdir(modDir, 0o755)
+	loadertest.WriteState(modDir, "going")
+	done := goEnsure(l, step(dir, "m"))
+	select {
+	case err := <-done:
+		t.Fatalf("returned %v while m was going, after %d finit_module calls", err, k.CallsOf("m"))
+	case <-time.After(300 * time.Millisecond):
+	}
+	if n := k.CallsOf("m"); n != 0 {
+		t.Fatalf("%d finit_module calls while m was going, want none", n)
+	}
+	os.RemoveAll(modDir)
+	if err := result(t, done, "ensure after m left"); err != nil {
+		t.Fatal(err)
+	}
+	if n := k.CallsOf("m"); n != 1 {
+		t.Errorf("%d finit_module calls after m left, want 1", n)
+	}
+	if st, _ := readInitstate(k.Sysfs, "m"); st != stateLive {
+		t.Errorf("done while initstate is %q", st)
+	}
+}
+
 func TestEnsureTimeout(t *testing.T) {
 	dir := loadertest.ModuleTree(t, nil, []string{"stuck"})
 	k := loadertest.NewKernel(t, nil)
