@@ -278,3 +278,34 @@ func TestGoingForeverIsBounded(t *testing.T) {
 		t.Errorf("%d finit_module calls for a module still going, want none", n)
 	}
 }
+
+// Another process holds the module file's lock and the module never shows
+// in sysfs (a helper stuck before its finit_module): the wait ends at the
+// live timeout as "not live within the live timeout", as every wait for
+// live does, and nothing is handed to the kernel.
+func TestLockWaitIsBounded(t *testing.T) {
+	dir := loadertest.ModuleTree(t, nil, []string{"m"})
+	k := loadertest.NewKernel(t, nil)
+	l := NewLoader(k, k.Sysfs)
+	l.LiveTimeout = 200 * time.Millisecond
+	t.Cleanup(func() { l.Shutdown(context.Background()) })
+	other, err := os.Open(step(dir, "m").Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if err := unix.Flock(int(other.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err = result(t, goEnsure(l, step(dir, "m")), "ensure of a module whose file another process holds")
+	if !errors.Is(err, ErrNotLive) || !strings.Contains(err.Error(), "held by another process") {
+		t.Errorf("err = %v, want ErrNotLive saying another process holds the file", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("returned after %s, the live timeout is 200ms", d)
+	}
+	if n := len(k.Calls()); n != 0 {
+		t.Errorf("%d finit_module calls, want none", n)
+	}
+}
