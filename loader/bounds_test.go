@@ -309,3 +309,35 @@ func TestLockWaitIsBounded(t *testing.T) {
 		t.Errorf("%d finit_module calls, want none", n)
 	}
 }
+
+// SIGTERM: Shutdown waits for a call stuck in the kernel (it cannot be
+// interrupted) only until its ctx ends, and says so; once the call
+// returns, Shutdown has nothing left to wait for.
+func TestShutdownIsBounded(t *testing.T) {
+	dir := loadertest.ModuleTree(t, nil, []string{"hung"})
+	initEnds := make(chan struct{})
+	endInit := sync.OnceFunc(func() { close(initEnds) })
+	k := loadertest.NewKernel(t, map[string]loadertest.Module{"hung": {During: func() { <-initEnds }}})
+	l := NewLoader(k, k.Sysfs)
+	l.LiveTimeout = 100 * time.Millisecond
+	t.Cleanup(func() { endInit(); l.Shutdown(context.Background()) })
+	if err := result(t, goEnsure(l, step(dir, "hung")), "ensure of a hung init"); !errors.Is(err, ErrNotLive) {
+		t.Fatalf("err = %v, want ErrNotLive", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	shut := make(chan error, 1)
+	go func() { shut <- l.Shutdown(ctx) }()
+	if err := result(t, shut, "Shutdown with a 200ms bound and a call in the kernel"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Shutdown: %v, want context.DeadlineExceeded", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("Shutdown returned after %s, its bound is 200ms", d)
+	}
+	endInit()
+	go func() { shut <- l.Shutdown(context.Background()) }()
+	if err := result(t, shut, "Shutdown once the call returned"); err != nil {
+		t.Errorf("Shutdown once the call returned: %v", err)
+	}
+}
