@@ -254,3 +254,90 @@ func TestTwiceListedLoadedOnce(t *testing.T) {
 		t.Errorf("%d loads of m", n)
 	}
 }
+
+// A module that stays "going" (a removal stuck in its exit function) is
+// waited for only until the live timeout, and never handed to the kernel.
+func TestGoingForeverIsBounded(t *testing.T) {
+	dir := loadertest.ModuleTree(t, nil, []string{"m"})
+	k := loadertest.NewKernel(t, nil)
+	l := NewLoader(k, k.Sysfs)
+	l.LiveTimeout = 200 * time.Millisecond
+	t.Cleanup(func() { l.Shutdown(context.Background()) })
+	modDir := filepath.Join(k.Sysfs, "module", "m")
+	os.Mkdir(modDir, 0o755)
+	loadertest.WriteState(modDir, "going")
+	start := time.Now()
+	err := result(t, goEnsure(l, step(dir, "m")), "ensure of a module going for ever")
+	if !errors.Is(err, ErrNotLive) {
+		t.Errorf("err = %v, want ErrNotLive", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("returned after %s, the live timeout is 200ms", d)
+	}
+	if n := k.CallsOf("m"); n != 0 {
+		t.Errorf("%d finit_module calls for a module still going, want none", n)
+	}
+}
+
+// Another process holds the module file's lock and the module never shows
+// in sysfs (a helper stuck before its finit_module): the wait ends at the
+// live timeout as "not live within the live timeout", as every wait for
+// live does, and nothing is handed to the kernel.
+func TestLockWaitIsBounded(t *testing.T) {
+	dir := loadertest.ModuleTree(t, nil, []string{"m"})
+	k := loadertest.NewKernel(t, nil)
+	l := NewLoader(k, k.Sysfs)
+	l.LiveTimeout = 200 * time.Millisecond
+	t.Cleanup(func() { l.Shutdown(context.Background()) })
+	other, err := os.Open(step(dir, "m").Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if err := unix.Flock(int(other.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err = result(t, goEnsure(l, step(dir, "m")), "ensure of a module whose file another process holds")
+	if !errors.Is(err, ErrNotLive) || !strings.Contains(err.Error(), "held by another process") {
+		t.Errorf("err = %v, want ErrNotLive saying another process holds the file", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("returned after %s, the live timeout is 200ms", d)
+	}
+	if n := len(k.Calls()); n != 0 {
+		t.Errorf("%d finit_module calls, want none", n)
+	}
+}
+
+// SIGTERM: Shutdown waits for a call stuck in the kernel (it cannot be
+// interrupted) only until its ctx ends, and says so; once the call
+// returns, Shutdown has nothing left to wait for.
+func TestShutdownIsBounded(t *testing.T) {
+	dir := loadertest.ModuleTree(t, nil, []string{"hung"})
+	initEnds := make(chan struct{})
+	endInit := sync.OnceFunc(func() { close(initEnds) })
+	k := loadertest.NewKernel(t, map[string]loadertest.Module{"hung": {During: func() { <-initEnds }}})
+	l := NewLoader(k, k.Sysfs)
+	l.LiveTimeout = 100 * time.Millisecond
+	t.Cleanup(func() { endInit(); l.Shutdown(context.Background()) })
+	if err := result(t, goEnsure(l, step(dir, "hung")), "ensure of a hung init"); !errors.Is(err, ErrNotLive) {
+		t.Fatalf("err = %v, want ErrNotLive", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	shut := make(chan error, 1)
+	go func() { shut <- l.Shutdown(ctx) }()
+	if err := result(t, shut, "Shutdown with a 200ms bound and a call in the kernel"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Shutdown: %v, want context.DeadlineExceeded", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("Shutdown returned after %s, its bound is 200ms", d)
+	}
+	endInit()
+	go func() { shut <- l.Shutdown(context.Background()) }()
+	if err := result(t, shut, "Shutdown once the call returned"); err != nil {
+		t.Errorf("Shutdown once the call returned: %v", err)
+	}
+}

@@ -36,8 +36,9 @@ const DefaultCommandTimeout = 30 * time.Second
 const maxCommandOutput = 4 << 10
 
 // ErrNotLive reports a module still not live when the live timeout ran
-// out: its init is still running (or stuck). The load goes on in the
-// kernel, and the module is not handed to the kernel again meanwhile.
+// out: its init is still running (or stuck), or another process still
+// holds its file. The load goes on, and the module is not handed to the
+// kernel again meanwhile.
 var ErrNotLive = errors.New("not live within the live timeout")
 
 // ErrGone reports a module that disappeared while we waited for it to
@@ -599,12 +600,13 @@ func (l *Loader) settled(name string, f *flight) (bool, error) {
 }
 
 // lock takes an exclusive flock on the module file, polling so that a
-// stuck holder cannot hold us past the live timeout or shutdown. Where the
-// file system has no flock (NFS without lockd, some FUSE and 9p roots)
-// there is nothing to take: loads in this process are still serialized,
-// and kmod takes no lock at all. held is false when the module went live
-// while another process held the lock: that process's finit_module keeps
-// it until the call returns, on 6.1 seconds after live.
+// stuck holder cannot hold us past shutdown or the live timeout (then the
+// module is not live in time: ErrNotLive, as for any wait for live).
+// Where the file system has no flock (NFS without lockd, some FUSE and 9p
+// roots) there is nothing to take: loads in this process are still
+// serialized, and kmod takes no lock at all. held is false when the module
+// went live while another process held the lock: that process's
+// finit_module keeps it until the call returns, on 6.1 seconds after live.
 func (l *Loader) lock(f *os.File, name string) (held bool, err error) {
 	deadline := time.Now().Add(l.liveTimeout())
 	var b backoff
@@ -622,7 +624,7 @@ func (l *Loader) lock(f *os.File, name string) (held bool, err error) {
 			return false, nil
 		}
 		if time.Now().After(deadline) {
-			return false, fmt.Errorf("held by another process for %s", l.liveTimeout())
+			return false, fmt.Errorf("%w (%s; its file is held by another process)", ErrNotLive, l.liveTimeout())
 		}
 		if !b.sleep(l.ctx) {
 			return false, l.ctx.Err()

@@ -116,30 +116,50 @@ func TestEnsureOnlyOnceForManyCallers(t *testing.T) {
 	}
 }
 
-// EEXIST: another process's finit_module won; wait for live, do not fail.
+// EEXIST: another process's finit_module won, and its module is still
+// coming. The load is done when the module is live (invariant 1), not
+// when the kernel says EEXIST, and it is no failure.
 func TestEnsureKernelSaysEEXIST(t *testing.T) {
 	dir := loadertest.ModuleTree(t, nil, []string{"m"})
-	k := &eexistKernel{Kernel: loadertest.NewKernel(t, nil)}
+	k := &eexistKernel{Kernel: loadertest.NewKernel(t, nil), answered: make(chan struct{}), live: make(chan struct{})}
+	goLive := sync.OnceFunc(func() { close(k.live) })
 	l := NewLoader(k, k.Sysfs)
-	l.LiveTimeout = 5 * time.Second
-	defer l.Shutdown(context.Background())
-	if err := l.ensure(context.Background(), step(dir, "m"), false); err != nil {
+	l.LiveTimeout = 30 * time.Second
+	t.Cleanup(func() { goLive(); l.Shutdown(context.Background()) })
+	done := goEnsure(l, step(dir, "m"))
+	waitClosed(t, k.answered, "finit_module called")
+	select {
+	case err := <-done:
+		st, _ := readInitstate(k.Sysfs, "m")
+		t.Fatalf("returned %v after EEXIST while initstate is %q", err, st)
+	case <-time.After(500 * time.Millisecond):
+	}
+	goLive()
+	if err := result(t, done, "ensure after m went live"); err != nil {
 		t.Fatal(err)
+	}
+	if st, _ := readInitstate(k.Sysfs, "m"); st != stateLive {
+		t.Errorf("returned while initstate is %q", st)
 	}
 	if s := l.Stats(); s.Waited != 1 || s.Loaded != 0 {
 		t.Errorf("stats %+v: want one wait, no load of ours", s)
 	}
 }
 
-// eexistKernel answers EEXIST while another (invisible) load finishes.
-type eexistKernel struct{ *loadertest.Kernel }
+// eexistKernel answers EEXIST while another (invisible) load is coming; it
+// goes live when live is closed. answered is closed when it has answered.
+type eexistKernel struct {
+	*loadertest.Kernel
+	answered, live chan struct{}
+}
 
 func (k *eexistKernel) FinitModule(f *os.File, _ string, _ int) error {
 	name := index.ModuleName(f.Name())
 	dir := filepath.Join(k.Sysfs, "module", name)
 	os.Mkdir(dir, 0o755)
 	loadertest.WriteState(dir, "coming")
-	go func() { time.Sleep(100 * time.Millisecond); loadertest.WriteState(dir, "live") }()
+	go func() { <-k.live; loadertest.WriteState(dir, "live") }()
+	close(k.answered)
 	return unix.EEXIST
 }
 
@@ -147,6 +167,26 @@ func TestEnsureFailureIsSharedAndNamed(t *testing.T) {
 	dir := loadertest.ModuleTree(t, nil, []string{"pcspkr"})
 	k := loadertest.NewKernel(t, map[string]loadertest.Module{"pcspkr": {Init: 100 * time.Millisecond, Fail: unix.ENODEV}})
 	l := newTestLoader(t, k)
+	// Told once per failed load, whoever shared it: the daemon logs there
+	// (invariant 3).
+	var toldMu sync.Mutex
+	var told []string
+	l.Failed = func(module string, err error) {
+		toldMu.Lock()
+		defer toldMu.Unlock()
+		if !errors.Is(err, unix.ENODEV) {
+			t.Errorf("Failed told of %s with %v, want ENODEV", module, err)
+		}
+		told = append(told, module)
+	}
+	wantTold := func(want int, when string) {
+		t.Helper()
+		toldMu.Lock()
+		defer toldMu.Unlock()
+		if len(told) != want || (want > 0 && told[want-1] != "pcspkr") {
+			t.Errorf("%s: Failed told of %q, want pcspkr %d times", when, told, want)
+		}
+	}
 	var wg sync.WaitGroup
 	errs := make([]error, 8)
 	for i := range errs {
@@ -159,6 +199,7 @@ func TestEnsureFailureIsSharedAndNamed(t *testing.T) {
 			t.Errorf("err = %v, want ENODEV named with the module", err)
 		}
 	}
+	wantTold(1, "8 callers sharing one failed load")
 	// The same burst: the failure is the answer, the kernel is not asked.
 	if err := l.ensure(context.Background(), step(dir, "pcspkr"), false); !errors.Is(err, unix.ENODEV) {
 		t.Errorf("err = %v", err)
@@ -166,12 +207,16 @@ func TestEnsureFailureIsSharedAndNamed(t *testing.T) {
 	if n := k.CallsOf("pcspkr"); n != 1 {
 		t.Errorf("finit_module called %d times in one burst, want 1", n)
 	}
+	wantTold(1, "the burst's failure given as the answer")
 	// A later, distinct event may try once more.
 	l.NewBurst()
-	l.ensure(context.Background(), step(dir, "pcspkr"), false)
+	if err := l.ensure(context.Background(), step(dir, "pcspkr"), false); !errors.Is(err, unix.ENODEV) {
+		t.Errorf("new burst: err = %v, want ENODEV", err)
+	}
 	if n := k.CallsOf("pcspkr"); n != 2 {
 		t.Errorf("finit_module called %d times after a new burst, want 2", n)
 	}
+	wantTold(2, "a second failed load")
 	// Two loads failed in the kernel; the deduplicated answer is not one.
 	if st := l.States()["pcspkr"]; st.State != "failed" || !strings.Contains(st.Err, "ENODEV") || st.Failures != 2 {
 		t.Errorf("state %+v, want failed with ENODEV and 2 failures", st)
@@ -179,20 +224,69 @@ func TestEnsureFailureIsSharedAndNamed(t *testing.T) {
 }
 
 // Someone else's load fails: its init sends no uevent, the directory goes.
-// The waiter must learn it at once, not at the timeout.
+// The waiter must learn it at once, not at the timeout. The other load's
+// init fails when the test says, once the waiter is waiting for it.
 func TestEnsureOtherLoadFails(t *testing.T) {
 	dir := loadertest.ModuleTree(t, nil, []string{"m"})
-	k := loadertest.NewKernel(t, map[string]loadertest.Module{"m": {Init: 100 * time.Millisecond, Fail: unix.ENODEV}})
+	initEnds := make(chan struct{})
+	k := loadertest.NewKernel(t, map[string]loadertest.Module{"m": {During: func() { <-initEnds }, Fail: unix.ENODEV}})
+	endInit := sync.OnceFunc(func() { close(initEnds) })
 	l := newTestLoader(t, k)
-	go k.Load("m")
-	time.Sleep(30 * time.Millisecond)
+	l.LiveTimeout = 30 * time.Second
+	t.Cleanup(endInit)
+	other := make(chan error, 1)
+	go func() { other <- k.Load("m") }()
+	eventually(t, "the other load shows in sysfs", func() bool {
+		_, err := os.Stat(filepath.Join(k.Sysfs, "module", "m"))
+		return err == nil
+	})
+	done := goEnsure(l, step(dir, "m"))
+	eventually(t, "ensure waits for the other load", func() bool { return l.Stats().Waited == 1 })
+	endInit()
 	start := time.Now()
-	err := l.ensure(context.Background(), step(dir, "m"), false)
-	if !errors.Is(err, ErrGone) && !errors.Is(err, unix.EBUSY) {
-		t.Fatalf("err = %v, want the other load's failure", err)
+	if err := result(t, done, "ensure after the other load failed"); !errors.Is(err, ErrGone) {
+		t.Fatalf("err = %v, want the other load's failure (ErrGone)", err)
 	}
-	if time.Since(start) > time.Second {
-		t.Error("learned of the failure only after a long wait")
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("learned of the failure %s after it, the live timeout is 30 s: want at once", d)
+	}
+	if err := result(t, other, "the other load"); !errors.Is(err, unix.ENODEV) {
+		t.Errorf("the other load: %v, want ENODEV", err)
+	}
+	if n := k.CallsOf("m"); n != 1 {
+		t.Errorf("%d finit_module calls, want only the other's", n)
+	}
+}
+
+// A module on its way out (initstate "going": being removed, or its init
+// failed in another loader) is waited for until it has left, then handed
+// to the kernel, once: not while it is going.
+func TestEnsureWaitsForGoingModule(t *testing.T) {
+	dir := loadertest.ModuleTree(t, nil, []string{"m"})
+	k := loadertest.NewKernel(t, nil)
+	l := newTestLoader(t, k)
+	l.LiveTimeout = 30 * time.Second
+	modDir := filepath.Join(k.Sysfs, "module", "m")
+	os.Mkdir(modDir, 0o755)
+	loadertest.WriteState(modDir, "going")
+	done := goEnsure(l, step(dir, "m"))
+	select {
+	case err := <-done:
+		t.Fatalf("returned %v while m was going, after %d finit_module calls", err, k.CallsOf("m"))
+	case <-time.After(300 * time.Millisecond):
+	}
+	if n := k.CallsOf("m"); n != 0 {
+		t.Fatalf("%d finit_module calls while m was going, want none", n)
+	}
+	os.RemoveAll(modDir)
+	if err := result(t, done, "ensure after m left"); err != nil {
+		t.Fatal(err)
+	}
+	if n := k.CallsOf("m"); n != 1 {
+		t.Errorf("%d finit_module calls after m left, want 1", n)
+	}
+	if st, _ := readInitstate(k.Sysfs, "m"); st != stateLive {
+		t.Errorf("done while initstate is %q", st)
 	}
 }
 
@@ -290,19 +384,35 @@ func TestProbeFailedDependencyStops(t *testing.T) {
 	}
 }
 
+// Loads of independent modules run side by side: both inits are under way
+// at once in the (fake) sysfs, each held until the test lets it end.
 func TestParallelIndependentLoads(t *testing.T) {
-	dir := loadertest.ModuleTree(t, nil, []string{"a", "b"})
-	k := loadertest.NewKernel(t, map[string]loadertest.Module{"a": {Init: 200 * time.Millisecond}, "b": {Init: 200 * time.Millisecond}})
+	names := []string{"a", "b"}
+	dir := loadertest.ModuleTree(t, nil, names)
+	initsEnd := make(chan struct{})
+	endInits := sync.OnceFunc(func() { close(initsEnd) })
+	held := loadertest.Module{During: func() { <-initsEnd }}
+	k := loadertest.NewKernel(t, map[string]loadertest.Module{"a": held, "b": held})
 	l := newTestLoader(t, k)
-	start := time.Now()
-	var wg sync.WaitGroup
-	for _, m := range []string{"a", "b"} {
-		wg.Add(1)
-		go func() { defer wg.Done(); l.ensure(context.Background(), step(dir, m), false) }()
+	l.LiveTimeout = 30 * time.Second
+	t.Cleanup(endInits)
+	var done []<-chan error
+	for _, m := range names {
+		done = append(done, goEnsure(l, step(dir, m)))
 	}
-	wg.Wait()
-	if d := time.Since(start); d > 350*time.Millisecond {
-		t.Errorf("two independent 200 ms loads took %s: serialized", d)
+	eventually(t, "a and b initializing at once", func() bool {
+		for _, m := range names {
+			if st, _ := readInitstate(k.Sysfs, m); st != stateComing {
+				return false
+			}
+		}
+		return true
+	})
+	endInits()
+	for i, m := range names {
+		if err := result(t, done[i], m); err != nil {
+			t.Errorf("%s: %v", m, err)
+		}
 	}
 }
 
@@ -773,6 +883,48 @@ func TestWakeAllAfterLostEvents(t *testing.T) {
 	}
 	if polls := l.Stats().Polls; polls > 3 {
 		t.Errorf("%d polls, want at most 3 before WakeAll", polls)
+	}
+}
+
+// goEnsure runs ensure for s in a goroutine; its error comes on the channel.
+func goEnsure(l *Loader, s Step) <-chan error {
+	done := make(chan error, 1)
+	go func() { done <- l.ensure(context.Background(), s, false) }()
+	return done
+}
+
+// The bounds below are for the test not to hang: generous for a loaded
+// host under -race, far beyond what the waits they guard should take.
+
+// result waits for the error on done, failing the test after 10 s.
+func result(t *testing.T, done <-chan error, what string) error {
+	t.Helper()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s: no answer after 10 s", what)
+		return nil
+	}
+}
+
+// waitClosed waits for ch to be closed, failing the test after 10 s.
+func waitClosed(t *testing.T, ch <-chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s: not after 10 s", what)
+	}
+}
+
+// eventually polls cond until it holds, failing the test after 10 s.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not after 10 s", what)
+		}
 	}
 }
 
