@@ -33,18 +33,18 @@ func (k announcingKernel) FinitModule(f *os.File, params string, flags int) erro
 }
 
 // newAnnouncingRig is newRig whose kernel announces the modules it
-// loads; setup, if set, changes the configuration and the fake kernel
-// first.
+// loads; setup, if set, then changes the configuration (its loader too)
+// and the fake kernel.
 func newAnnouncingRig(t *testing.T, rulesText string, setup func(*Config, *loadertest.Kernel)) *rig {
 	var r *rig
 	ready := make(chan struct{})
 	r = newRig(t, rulesText, func(c *Config, k *loadertest.Kernel) {
-		if setup != nil {
-			setup(c, k)
-		}
 		ld := loader.NewLoader(announcingKernel{k, &r, ready}, k.Sysfs)
 		ld.LiveTimeout = 5 * time.Second
 		c.Loader = ld
+		if setup != nil {
+			setup(c, k)
+		}
 	})
 	close(ready)
 	return r
@@ -97,8 +97,11 @@ func TestModuleEventRuleStuckHoldsNothingElse(t *testing.T) {
 	release := make(chan struct{})
 	r := newAnnouncingRig(t, `SUBSYSTEM=="module", KERNEL=="a", LOAD="outer"
 SUBSYSTEM=="module", KERNEL=="b", LOAD="outer"
-`, func(_ *Config, k *loadertest.Kernel) {
+`, func(c *Config, k *loadertest.Kernel) {
 		k.SetModule("outer", loadertest.Module{During: func() { <-release }})
+		// Both rules must find outer's load in flight, however slow the
+		// host: the test releases it.
+		c.Loader.LiveTimeout = 10 * time.Minute
 	})
 	released := false
 	defer func() {
