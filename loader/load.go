@@ -153,6 +153,9 @@ type Loader struct {
 	slotWait  []*slotWaiter
 
 	flock func(fd, how int) error // unix.Flock; a seam for file systems without it
+	// pace of a wait's polls of sysfs; zero is 1 ms doubling to 50 ms. A
+	// seam for tests that must tell a wake by uevent from a poll.
+	pace backoff
 
 	ctx    context.Context // ends with Shutdown; loads run under it, not under a caller's
 	cancel context.CancelFunc
@@ -738,7 +741,7 @@ func (l *Loader) waitFor(name string, result <-chan error, done func(initstate) 
 	timeout := l.liveTimeout()
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
-	var b backoff
+	b := l.pace
 	if result != nil && l.ModuleEvents {
 		// Our own load ends with its live uevent (or the kernel's
 		// answer, which also brings a failed init): sysfs is polled

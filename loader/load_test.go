@@ -69,9 +69,17 @@ func TestEnsureWokenByModuleEvent(t *testing.T) {
 	modDir := filepath.Join(k.Sysfs, "module", "m")
 	os.Mkdir(modDir, 0o755)
 	loadertest.WriteState(modDir, "coming")
+	// No poll comes before the live timeout: only the uevent can end the
+	// wait in time.
+	l.pace = backoff{first: time.Hour, limit: time.Hour}
 	done := make(chan error)
 	go func() { done <- l.ensure(context.Background(), step(dir, "m"), false) }()
-	time.Sleep(200 * time.Millisecond) // the poll interval has grown to its cap
+	eventually(t, "the waiter listening for m's uevent", func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return l.wake["m"] != nil
+	})
+	time.Sleep(50 * time.Millisecond) // its first look at sysfs, which finds m coming
 	loadertest.WriteState(modDir, "live")
 	l.ModuleEvent("m")
 	select {
@@ -79,7 +87,7 @@ func TestEnsureWokenByModuleEvent(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-	case <-time.After(40 * time.Millisecond): // under the 50 ms poll cap
+	case <-time.After(3 * time.Second): // the live timeout is 5 s
 		t.Fatal("the add@/module uevent did not wake the waiter")
 	}
 }
