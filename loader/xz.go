@@ -28,7 +28,6 @@ const maxXZDict = 64 << 20
 var (
 	errXZLayout = errors.New("not a single xz stream with an index")
 	xzMagic     = []byte{0xfd, '7', 'z', 'X', 'Z', 0x00}
-	crc64Table  = crc64.MakeTable(crc64.ECMA)
 )
 
 // xz's check IDs.
@@ -220,7 +219,10 @@ func (b xzBlock) decode(f io.ReaderAt, check byte, image *bytes.Buffer) error {
 	case xzCheckCRC32:
 		h = crc32.NewIEEE()
 	case xzCheckCRC64:
-		h = crc64.New(crc64Table)
+		// Made here, not at start: its 32 KiB of tables would cost
+		// every process, the kernel's helper first, for a check the
+		// kernel's modules do not use.
+		h = crc64.New(crc64.MakeTable(crc64.ECMA))
 	default:
 		return nil
 	}
