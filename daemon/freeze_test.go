@@ -47,15 +47,13 @@ func TestRequestModuleFromInitIsServed(t *testing.T) {
 // loads meanwhile, however often the resolver looks for changed files.
 func TestSlowLoadDoesNotStallOthers(t *testing.T) {
 	r := newRig(t, "", frequentChecks)
-	r.kernel.SetModule("slow", loadertest.Module{Init: 5 * time.Second})
+	release := make(chan struct{})
+	// Runs before the rig's stop (cleanups run last first), which waits
+	// for the init.
+	t.Cleanup(func() { close(release) })
+	r.kernel.SetModule("slow", loadertest.Module{During: func() { <-release }})
 	r.send("add", "/devices/slow0", "dev:slow0")
-	deadline := time.Now().Add(time.Second)
-	for r.kernel.CallsOf("slow") == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("slow was never loaded")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	eventually(t, "slow handed to the kernel", func() bool { return r.kernel.CallsOf("slow") > 0 })
 	time.Sleep(20 * time.Millisecond) // past the check interval
 	start := time.Now()
 	r.send("add", "/devices/a0", "dev:a0")

@@ -72,8 +72,7 @@ func TestEnsureWokenByModuleEvent(t *testing.T) {
 	// No poll comes before the live timeout: only the uevent can end the
 	// wait in time.
 	l.pace = backoff{first: time.Hour, limit: time.Hour}
-	done := make(chan error)
-	go func() { done <- l.ensure(context.Background(), step(dir, "m"), false) }()
+	done := goEnsure(l, step(dir, "m"))
 	eventually(t, "the waiter listening for m's uevent", func() bool {
 		l.mu.Lock()
 		defer l.mu.Unlock()

@@ -253,7 +253,9 @@ func (k *paramKernel) FinitModule(f *os.File, params string, flags int) error {
 // An ended context stops the run: entries not started report it.
 func TestRunCancelled(t *testing.T) {
 	order := []string{"a", "b", "c"}
-	f := newFixture(t, nil, order, map[string]loadertest.Module{"a": {Init: 3 * time.Second}})
+	release := make(chan struct{})
+	f := newFixture(t, nil, order, map[string]loadertest.Module{"a": {During: func() { <-release }}})
+	t.Cleanup(func() { close(release) }) // before the fixture's, which wait for a's init
 	c := f.loading()
 	c.Jobs = 1
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
