@@ -22,9 +22,8 @@ import (
 func TestOwnLoadIsBounded(t *testing.T) {
 	dir := loadertest.ModuleTree(t, nil, []string{"hung"})
 	k := loadertest.NewKernel(t, map[string]loadertest.Module{"hung": {Init: 2 * time.Second}})
-	l := NewLoader(k, k.Sysfs)
+	l := newTestLoader(t, k)
 	l.LiveTimeout = 200 * time.Millisecond
-	t.Cleanup(func() { l.Shutdown(context.Background()) })
 
 	start := time.Now()
 	err := l.ensure(context.Background(), step(dir, "hung"), false)
@@ -260,9 +259,8 @@ func TestTwiceListedLoadedOnce(t *testing.T) {
 func TestGoingForeverIsBounded(t *testing.T) {
 	dir := loadertest.ModuleTree(t, nil, []string{"m"})
 	k := loadertest.NewKernel(t, nil)
-	l := NewLoader(k, k.Sysfs)
+	l := newTestLoader(t, k)
 	l.LiveTimeout = 200 * time.Millisecond
-	t.Cleanup(func() { l.Shutdown(context.Background()) })
 	modDir := filepath.Join(k.Sysfs, "module", "m")
 	os.Mkdir(modDir, 0o755)
 	loadertest.WriteState(modDir, "going")
@@ -286,9 +284,8 @@ func TestGoingForeverIsBounded(t *testing.T) {
 func TestLockWaitIsBounded(t *testing.T) {
 	dir := loadertest.ModuleTree(t, nil, []string{"m"})
 	k := loadertest.NewKernel(t, nil)
-	l := NewLoader(k, k.Sysfs)
+	l := newTestLoader(t, k)
 	l.LiveTimeout = 200 * time.Millisecond
-	t.Cleanup(func() { l.Shutdown(context.Background()) })
 	other, err := os.Open(step(dir, "m").Path)
 	if err != nil {
 		t.Fatal(err)
