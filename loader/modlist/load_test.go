@@ -229,25 +229,36 @@ func TestRunClasses(t *testing.T) {
 // Parameters from /etc/modules reach the kernel.
 func TestRunParams(t *testing.T) {
 	f := newFixture(t, nil, []string{"loop"}, nil)
-	var got string
-	k := &paramKernel{Kernel: f.k.Kernel, params: &got}
+	k := &paramKernel{Kernel: f.k.Kernel}
 	l := loader.NewLoader(k, k.Sysfs)
 	t.Cleanup(func() { l.Shutdown(context.Background()) })
 	c := &Loading{Resolve: f.r.Resolve, Loader: l}
 	out := c.Run(context.Background(), []Entry{{Name: "loop", Params: "max_loop=8 part_show=1", File: EtcModules, Line: 1}})
-	if out[0].Class() != Live || got != "max_loop=8 part_show=1" {
+	if got := k.got(); out[0].Class() != Live || got != "max_loop=8 part_show=1" {
 		t.Errorf("%s, params %q", out[0].Class(), got)
 	}
 }
 
+// paramKernel records the parameters of the last finit_module call. The
+// call runs on its own goroutine, and a load is done when sysfs says live,
+// which orders nothing for the race detector: hence the lock.
 type paramKernel struct {
 	*loadertest.Kernel
-	params *string
+	mu     sync.Mutex
+	params string
 }
 
 func (k *paramKernel) FinitModule(f *os.File, params string, flags int) error {
-	*k.params = params
+	k.mu.Lock()
+	k.params = params
+	k.mu.Unlock()
 	return k.Kernel.FinitModule(f, params, flags)
+}
+
+func (k *paramKernel) got() string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.params
 }
 
 // An ended context stops the run: entries not started report it.
