@@ -429,20 +429,33 @@ func (l *Loader) load(s Step, fl *flight) error {
 	if err != nil {
 		return &LoadError{Module: s.Name, Path: s.Path, Op: "open", Err: err}
 	}
+	// Room in the kernel first, the file's lock second: a module in the
+	// kernel whose init asks for this one (request_module, served by a
+	// helper process) must find the lock free while we wait for room,
+	// or both wait out the live timeout.
+	release, err := l.takeSlot(s.Name, s.Priority)
+	if err != nil {
+		f.Close()
+		return err
+	}
 	// Other modautoload processes (the kernel's helpers, the command
 	// line) lock the same file, so the kernel gets one finit_module per
 	// module across processes too, not one per helper.
 	held, err := l.lock(f, s.Name)
 	if err != nil {
+		release()
 		f.Close()
 		return &LoadError{Module: s.Name, Path: s.Path, Op: "lock", Err: err}
 	}
-	// Whoever held the lock has loaded it, or failed, meanwhile.
+	// Whoever held the lock, or the slot, has loaded it, or failed,
+	// meanwhile.
 	if done, err := l.settled(s.Name, fl); done {
+		release()
 		f.Close()
 		return err
 	}
 	if !held {
+		release()
 		f.Close()
 		return &LoadError{Module: s.Name, Path: s.Path, Op: "lock",
 			Err: errors.New("went live and away again while another process held its file")}
@@ -452,11 +465,6 @@ func (l *Loader) load(s Step, fl *flight) error {
 	// controller's disk scan): seconds after the module went live. So the
 	// call runs on its own, holding the file and its lock, and the load
 	// is done as soon as the kernel says live.
-	release, err := l.takeSlot(s.Name, s.Priority)
-	if err != nil {
-		f.Close()
-		return err
-	}
 	l.record(fl, OpLoad)
 	l.stamp(fl, started)
 	// The kernel log is read only after a refusal, and only after the

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -486,6 +487,70 @@ func TestMaxInKernel(t *testing.T) {
 	}
 	if k.CallsOf("late") != 0 {
 		t.Error("handed to the kernel without a slot")
+	}
+}
+
+// A load waiting for room in the kernel holds no lock on its file. The
+// module holding the room may be one whose init asks for this one
+// (request_module), served by a helper process that takes the file's
+// lock: locked first, the wait for room and the helper's wait for the
+// lock would both run out the live timeout, and both modules fail.
+func TestSlotWaitLeavesTheFileUnlocked(t *testing.T) {
+	dir := loadertest.ModuleTree(t, nil, []string{"outer", "inner"})
+	k := loadertest.NewKernel(t, nil)
+	l := newTestLoader(t, k)
+	l.MaxInKernel = 1
+	slots := func() (used, waiting int) {
+		l.slotMu.Lock()
+		defer l.slotMu.Unlock()
+		return l.slotsUsed, len(l.slotWait)
+	}
+	helper := make(chan error, 1)
+	k.SetModule("outer", loadertest.Module{During: func() {
+		// The kernel's helper for inner, once our load of inner waits
+		// for room: its own open file, so its own lock.
+		for _, w := slots(); w == 0; _, w = slots() {
+			time.Sleep(time.Millisecond)
+		}
+		f, err := os.Open(step(dir, "inner").Path)
+		if err != nil {
+			helper <- err
+			return
+		}
+		defer f.Close()
+		deadline := time.Now().Add(2 * time.Second)
+		for {
+			err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+			if err == nil || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		if err != nil {
+			helper <- fmt.Errorf("the helper could not lock inner's file: %w", err)
+			return
+		}
+		helper <- k.Load("inner")
+	}})
+	outer := make(chan error, 1)
+	go func() { outer <- l.ensure(context.Background(), step(dir, "outer"), false) }()
+	for used, _ := slots(); used == 0; used, _ = slots() {
+		time.Sleep(time.Millisecond)
+	}
+	inner := make(chan error, 1)
+	go func() { inner <- l.ensure(context.Background(), step(dir, "inner"), false) }()
+
+	if err := result(t, helper, "the helper's load of inner"); err != nil {
+		t.Error(err)
+	}
+	if err := result(t, outer, "outer"); err != nil {
+		t.Errorf("outer: %v", err)
+	}
+	if err := result(t, inner, "inner"); err != nil {
+		t.Errorf("inner: %v", err)
+	}
+	if n := k.CallsOf("inner"); n != 1 {
+		t.Errorf("inner handed to the kernel %d times, want once (by the helper)", n)
 	}
 }
 
