@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"context"
+	"strings"
 	"testing"
 	"time"
 )
@@ -58,5 +60,31 @@ func TestProcCPU(t *testing.T) {
 		if (err != nil) != tc.bad || u != tc.utime || s != tc.stime {
 			t.Errorf("procCPU(%q) = %v, %v, %v; want %v, %v, error %v", tc.stat, u, s, err, tc.utime, tc.stime, tc.bad)
 		}
+	}
+}
+
+// A guest whose kernel reports a soft lockup is stopped at once, with the
+// report as the reason; the report is not mistaken in other lines.
+func TestSoftLockupStopsTheGuest(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	vm := &VM{t: t, ctx: ctx, cancel: cancel, changed: make(chan struct{}), done: make(chan struct{})}
+	vm.addLine("[    0.000000] Kernel command line: console=ttyS0 softlockup_panic=0\n")
+	vm.addLine("E2E:BOOTED\r\n")
+	if ctx.Err() != nil {
+		t.Fatal("stopped without a soft lockup")
+	}
+	first := "[   52.123456] watchdog: BUG: soft lockup - CPU#0 stuck for 48s! [sh:94]"
+	vm.addLine(first + "\r\n")
+	if ctx.Err() == nil {
+		t.Error("not stopped at the soft lockup report")
+	}
+	vm.addLine("[   80.000001] watchdog: BUG: soft lockup - CPU#0 stuck for 74s! [sh:94]\n")
+	close(vm.done)
+	if got := vm.lockedUp(); got != first {
+		t.Errorf("lockup %q, want the first report %q", got, first)
+	}
+	if got := vm.exitReason(); !strings.Contains(got, "soft lockup") || !strings.Contains(got, "CPU#0 stuck for 48s") {
+		t.Errorf("exit reason %q does not name the lockup", got)
 	}
 }
