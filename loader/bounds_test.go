@@ -261,9 +261,7 @@ func TestGoingForeverIsBounded(t *testing.T) {
 	k := loadertest.NewKernel(t, nil)
 	l := newTestLoader(t, k)
 	l.LiveTimeout = 200 * time.Millisecond
-	modDir := filepath.Join(k.Sysfs, "module", "m")
-	os.Mkdir(modDir, 0o755)
-	loadertest.WriteState(modDir, "going")
+	k.ModuleIn("m", "going")
 	start := time.Now()
 	err := result(t, goEnsure(l, step(dir, "m")), "ensure of a module going for ever")
 	if !errors.Is(err, ErrNotLive) {

@@ -37,8 +37,7 @@ func TestEnsureWaitsThroughTheSysfsWindow(t *testing.T) {
 	dir := loadertest.ModuleTree(t, nil, []string{"xfrm_user"})
 	k := loadertest.NewKernel(t, nil)
 	l := newTestLoader(t, k)
-	modDir := filepath.Join(k.Sysfs, "module", "xfrm_user")
-	os.Mkdir(modDir, 0o755) // another process's load: directory, no initstate
+	modDir := k.ModuleIn("xfrm_user", "") // another process's load: directory, no initstate
 	go func() {
 		time.Sleep(150 * time.Millisecond)
 		loadertest.WriteState(modDir, "coming")
@@ -67,9 +66,7 @@ func TestEnsureWokenByModuleEvent(t *testing.T) {
 	dir := loadertest.ModuleTree(t, nil, []string{"m"})
 	k := loadertest.NewKernel(t, nil)
 	l := newTestLoader(t, k)
-	modDir := filepath.Join(k.Sysfs, "module", "m")
-	os.Mkdir(modDir, 0o755)
-	loadertest.WriteState(modDir, "coming")
+	modDir := k.ModuleIn("m", "coming")
 	// No poll comes before the live timeout: only the uevent can end the
 	// wait in time.
 	l.pace = backoff{first: time.Hour, limit: time.Hour}
@@ -274,9 +271,7 @@ func TestEnsureWaitsForGoingModule(t *testing.T) {
 	k := loadertest.NewKernel(t, nil)
 	l := newTestLoader(t, k)
 	l.LiveTimeout = 30 * time.Second
-	modDir := filepath.Join(k.Sysfs, "module", "m")
-	os.Mkdir(modDir, 0o755)
-	loadertest.WriteState(modDir, "going")
+	modDir := k.ModuleIn("m", "going")
 	done := goEnsure(l, step(dir, "m"))
 	select {
 	case err := <-done:

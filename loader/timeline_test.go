@@ -187,9 +187,7 @@ func TestTimelineWaitForAnotherProcess(t *testing.T) {
 	dir := loadertest.ModuleTree(t, nil, []string{"xfrm_user"})
 	k := loadertest.NewKernel(t, nil)
 	l := newTestLoader(t, k)
-	modDir := filepath.Join(k.Sysfs, "module", "xfrm_user")
-	os.Mkdir(modDir, 0o755)
-	loadertest.WriteState(modDir, "coming")
+	modDir := k.ModuleIn("xfrm_user", "coming")
 	go func() {
 		time.Sleep(100 * time.Millisecond)
 		loadertest.WriteState(modDir, "live")

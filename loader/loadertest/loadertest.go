@@ -161,6 +161,18 @@ func (k *Kernel) run(name string, m Module) error {
 	return nil
 }
 
+// ModuleIn makes name's sysfs directory show state, as for a load by
+// another process ("" for the window before initstate), and returns the
+// directory so the test can move it on with WriteState.
+func (k *Kernel) ModuleIn(name, state string) string {
+	dir := filepath.Join(k.Sysfs, "module", name)
+	os.Mkdir(dir, 0o755)
+	if state != "" {
+		WriteState(dir, state)
+	}
+	return dir
+}
+
 // WriteState replaces the initstate file of a module directory at once,
 // as sysfs shows a new value.
 func WriteState(dir, state string) {
