@@ -16,6 +16,13 @@ import (
 // test ends, and every connection is closed and waited for then.
 func FakeServer(t testing.TB, handle func(c *net.UnixConn, done <-chan struct{})) string {
 	t.Helper()
+	return RequestServer(t, func(c *net.UnixConn, _ []byte, done <-chan struct{}) { handle(c, done) })
+}
+
+// RequestServer is FakeServer whose handle is also given the request line
+// read, for fakes whose answer depends on what was asked.
+func RequestServer(t testing.TB, handle func(c *net.UnixConn, request []byte, done <-chan struct{})) string {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "control")
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	if err != nil {
@@ -35,8 +42,8 @@ func FakeServer(t testing.TB, handle func(c *net.UnixConn, done <-chan struct{})
 			go func() {
 				defer wg.Done()
 				defer c.Close()
-				bufio.NewReader(c).ReadBytes('\n')
-				handle(c, done)
+				request, _ := bufio.NewReader(c).ReadBytes('\n')
+				handle(c, request, done)
 			}()
 		}
 	}()
