@@ -297,8 +297,18 @@ func removeModules(out *bufio.Writer, log zerolog.Logger, r *loader.Resolver, na
 	status := 0
 	for _, name := range names {
 		if f.dryRun {
+			// Looked up as without -n: kmod fails on a name that
+			// matches nothing, and removes modules, not aliases.
+			mods, err := r.Lookup(name)
+			if err != nil || len(mods) == 0 {
+				notFound(log, r, name, err)
+				status = 1
+				continue
+			}
 			if f.verbose {
-				fmt.Fprintf(out, "rmmod %s\n", name)
+				for _, m := range mods {
+					fmt.Fprintf(out, "rmmod %s\n", m.Name)
+				}
 			}
 			continue
 		}

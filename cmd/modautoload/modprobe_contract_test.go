@@ -165,7 +165,7 @@ func TestModprobeDryRunAndRemoveNeverGoToTheDaemon(t *testing.T) {
 // like kmod's: 1 for a name that matches nothing, printed unless -q; -R
 // leaves out what the blacklist keeps out with -b; parameters follow the
 // name; every name of -a counts; a name with a path in it is refused, an
-// alias with '/' is not.
+// alias with '/' is not; -r -n looks the name up as -r does.
 func TestModprobeExitStatusWithoutLoading(t *testing.T) {
 	flags := moduleFlags(t, "blacklist a\nalias foo a\nalias devname:net/tun b\n")
 	for _, tc := range []struct {
@@ -185,6 +185,8 @@ func TestModprobeExitStatusWithoutLoading(t *testing.T) {
 		{[]string{"-n", "kernel/a"}, 1, "", "invalid module name"},
 		{[]string{"-r", "nosuch"}, 1, "", "module not found"},
 		{[]string{"-r", "-n", "-v", "a"}, 0, "rmmod a\n", ""},
+		{[]string{"-r", "-n", "-v", "foo"}, 0, "rmmod a\n", ""},
+		{[]string{"-r", "-n", "nosuch"}, 1, "", "module not found"},
 	} {
 		args := append(append([]string{"modprobe", "--log-format", "json"}, flags...), tc.args...)
 		code, stdout, stderr := cli(context.Background(), args...)
