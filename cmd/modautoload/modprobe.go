@@ -124,14 +124,14 @@ func runModprobe(ctx context.Context, env *cliEnv, args []string) int {
 		return 1
 	}
 	defer r.DB.Close()
-	switch {
-	case f.remove:
-		return removeModules(out, log, r, names, f)
-	case !load:
+	if !load && !f.remove {
 		return showModules(out, log, r, names, params, f)
 	}
 	l := loader.NewLoader(loader.SystemKernel{}, "/sys")
 	defer l.Shutdown(context.Background())
+	if f.remove {
+		return removeModules(out, log, r, l, names, f)
+	}
 	rs := helperRules(log, f.control)
 	return max(code, loadModules(ctx, out, log, r, l, rs.Allowed, direct, params, f))
 }
@@ -293,7 +293,8 @@ func loadModules(ctx context.Context, out *bufio.Writer, log zerolog.Logger, r *
 	return status
 }
 
-func removeModules(out *bufio.Writer, log zerolog.Logger, r *loader.Resolver, names []string, f modprobeFlags) int {
+// removeModules removes names with l (-r), or with -n says what it would.
+func removeModules(out *bufio.Writer, log zerolog.Logger, r *loader.Resolver, l *loader.Loader, names []string, f modprobeFlags) int {
 	status := 0
 	for _, name := range names {
 		if f.dryRun {
@@ -312,10 +313,7 @@ func removeModules(out *bufio.Writer, log zerolog.Logger, r *loader.Resolver, na
 			}
 			continue
 		}
-		l := loader.NewLoader(loader.SystemKernel{}, "/sys")
-		err := l.Remove(r, name)
-		l.Shutdown(context.Background())
-		if err != nil {
+		if err := l.Remove(r, name); err != nil {
 			if errors.Is(err, loader.ErrNotFound) {
 				notFound(log, r, name, err)
 			} else {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -240,5 +241,59 @@ func TestDirectLoadExitStatus(t *testing.T) {
 	}
 	if n := k.CallsOf("c"); n != 0 {
 		t.Errorf("the blacklisted c was handed to the kernel %d times", n)
+	}
+}
+
+// modprobe -r exits like kmod's: 1 for a module not loaded or in use
+// (and nothing removed), 0 once the module and the dependencies nothing
+// else uses are gone; -n removes nothing.
+func TestRemoveExitStatus(t *testing.T) {
+	db, err := loader.OpenDB(loadertest.ModuleTree(t, map[string][]string{"b": {"a"}}, []string{"a", "b", "c"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	r := &loader.Resolver{DB: db, Config: &modprobed.Config{}}
+	k := loadertest.NewKernel(t, nil)
+	for _, m := range []string{"a", "b"} {
+		if err := k.Load(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	refcnt := func(m, n string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(k.Sysfs, "module", m, "refcnt"), []byte(n+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	refcnt("a", "1") // used by b
+	refcnt("b", "0")
+	l := loader.NewLoader(k, k.Sysfs)
+	defer l.Shutdown(context.Background())
+	k.ResetCalls()
+	for _, tc := range []struct {
+		name   string
+		flags  modprobeFlags
+		before func()
+		code   int
+		log    string
+		calls  string
+	}{
+		{name: "c", code: 1, log: "not loaded"},
+		{name: "a", code: 1, log: "in use by 1"},
+		{name: "b", flags: modprobeFlags{dryRun: true}, code: 0},
+		{name: "b", before: func() { refcnt("a", "0") }, code: 0, calls: "-b -a"},
+	} {
+		if tc.before != nil {
+			tc.before()
+		}
+		var logs bytes.Buffer
+		tc.flags.remove = true
+		code := removeModules(bufio.NewWriter(io.Discard), zerolog.New(&logs), r, l, []string{tc.name}, tc.flags)
+		calls := strings.Join(k.Calls(), " ")
+		k.ResetCalls()
+		if code != tc.code || !strings.Contains(logs.String(), tc.log) || calls != tc.calls {
+			t.Errorf("removing %s (%+v): exit %d, kernel calls %q; want %d, %q and %q logged\n%s", tc.name, tc.flags, code, calls, tc.code, tc.calls, tc.log, &logs)
+		}
 	}
 }
