@@ -90,6 +90,7 @@ func testEvents(t testing.TB) map[string]*uevent.Event {
 		"cpu":      uev(t, "add@/devices/system/cpu/cpu0", "SUBSYSTEM=cpu", "MODALIAS=cpu:type:x86,ven0000fam0006mod003A:feature:,0000\n"),
 		"module":   uev(t, "add@/module/parport_pc", "SUBSYSTEM=module", "SEQNUM=11"),
 		"cciss":    uev(t, "add@/devices/pci0000:00/0000:00:03.0/cciss0/block/cciss!c0d0", "SUBSYSTEM=block"),
+		"slashes":  uev(t, "add@/devices/virtual/misc/a!b!c", "SUBSYSTEM=misc"),
 	}
 }
 
@@ -156,6 +157,7 @@ func TestEventRulesGrammar(t *testing.T) {
 		{"KERNEL is the devpath's last component", `KERNEL=="1-1:1.?", LOAD="x"`, "usb", Decision{LoadModalias: true, Modules: []string{"x"}}},
 		{"KERNEL no match", `KERNEL=="1-1", LOAD="x"`, "usb", Decision{LoadModalias: true}},
 		{"KERNEL reads ! as /", `KERNEL=="cciss/c0d0", LOAD="x"`, "cciss", Decision{Modules: []string{"x"}}},
+		{"KERNEL reads every ! as /", `KERNEL=="a/b/c", LOAD="x"`, "slashes", Decision{Modules: []string{"x"}}},
 		{"KERNEL of a module event", `ACTION=="add", SUBSYSTEM=="module", KERNEL=="parport_pc", LOAD="ppdev"`, "module", Decision{Modules: []string{"ppdev"}}},
 		{"KERNEL of another module", `SUBSYSTEM=="module", KERNEL=="parport_serial", LOAD="ppdev"`, "module", Decision{}},
 		{"DEVPATH of a module event", `SUBSYSTEM=="module", DEVPATH=="/module/parport_*", LOAD="ppdev"`, "module", Decision{Modules: []string{"ppdev"}}},
@@ -301,6 +303,7 @@ func TestEventRulesErrors(t *testing.T) {
 		{`FOO{x}=="y", SKIP`, `unknown key "FOO"`},
 		{"SUBSYSTEM==\"u\x01sb\", SKIP", `control character '\x01' in the value`},
 		{"SUBSYSTEM==\"u\x00sb\", SKIP", `control character '\x00' in the value`},
+		{"SUBSYSTEM==\"u\x7fsb\", SKIP", `control character '\x7f' in the value`},
 		{"SUBSYSTEM==\"usb\"\x00, SKIP", `unexpected '\x00'`},
 		{"SUBSYSTEM==\"usb\",\rSKIP", `unexpected '\r'`},
 	}
@@ -376,6 +379,10 @@ func TestEventRulesAllowList(t *testing.T) {
 			t.Errorf("Allowed(%q) = %v, want %v", m, got, want)
 		}
 	}
+	// An empty name is no module, whatever the patterns.
+	if all := evRules(`ALLOW="*"`); !all.Allowed("snd") || all.Allowed("") {
+		t.Errorf(`ALLOW="*": Allowed("snd") %v, Allowed("") %v; want true, false`, all.Allowed("snd"), all.Allowed(""))
+	}
 }
 
 func TestEventRulesAllowListFailsClosed(t *testing.T) {
@@ -434,6 +441,7 @@ func TestEventRulesAllowListNotNamed(t *testing.T) {
 		`DEVPATH=="*/shallow", LAOD="x"`,
 		`ENV{ALLOW}=="1", LAOD="x"`,
 		`ENV{X}=="$allow", LAOD="x"`,
+		`LAOD="$allow=x"`,
 		`SUBSYSTEM=="usb", LOAD="a" disallow`,
 		`LOAD="allowance" x`,
 	} {
@@ -640,6 +648,20 @@ func TestEventRulesRuleLimit(t *testing.T) {
 	}
 	if d := r.Decide(testEvents(t)["usb"]); !d.LoadModalias || !slices.Equal(d.Modules, []string{"m"}) {
 		t.Errorf("decision %+v", d)
+	}
+
+	// ALLOW lines count towards the limit like rules.
+	b.Reset()
+	for range MaxEventRulesPerFile - 1 {
+		b.WriteString("LOAD=\"m\"\n")
+	}
+	b.WriteString("ALLOW=\"m\"\nLOAD=\"n\"\n")
+	r = evRules(b.String())
+	if got, want := evProblemLines(t, r), []string{fmt.Sprintf("t.rules:%d", n+1)}; !slices.Equal(got, want) {
+		t.Errorf("with an ALLOW line: problems at %q, want %q: %v", got, want, r.Problems)
+	}
+	if d := r.Decide(testEvents(t)["usb"]); !slices.Equal(d.Modules, []string{"m"}) {
+		t.Errorf("with an ALLOW line: modules %q, want the rule past the limit ignored", d.Modules)
 	}
 }
 

@@ -83,6 +83,10 @@ func TestParseKeepsValidFields(t *testing.T) {
 		{name: "key with control byte", fields: []string{"BAD\x01=v"}, defect: "bad key"},
 		{name: "empty field", fields: []string{""}, defect: "empty field"},
 		{name: "bad seqnum", fields: []string{"SEQNUM=12x"}, defect: "bad SEQNUM"},
+		// ParseUint returns its maximum with the range error: a bogus
+		// seqnum that large would stand for every later event.
+		{name: "seqnum overflow", fields: []string{"SEQNUM=18446744073709551616"}, defect: "bad SEQNUM"},
+		{name: "key too long", fields: []string{strings.Repeat("K", 129) + "=v"}, defect: "bad key"},
 		{name: "action mismatch", fields: []string{"ACTION=remove"}, defect: "disagrees with header"},
 		{name: "devpath mismatch", fields: []string{"DEVPATH=/devices/other"}, defect: "disagrees with header"},
 		{
@@ -109,6 +113,11 @@ func TestParseKeepsValidFields(t *testing.T) {
 			if len(ev.Defects) != 1 || !strings.Contains(ev.Defects[0].Reason, tc.defect) {
 				t.Errorf("defects = %v, want one containing %q", ev.Defects, tc.defect)
 			}
+			// The header wins over disagreeing ACTION and DEVPATH
+			// properties, and a bad SEQNUM reads as absent.
+			if ev.Action != "add" || ev.DevPath != "/devices/x" || ev.Seqnum != 0 {
+				t.Errorf("header or seqnum taken from a bad field: action %q devpath %q seqnum %d", ev.Action, ev.DevPath, ev.Seqnum)
+			}
 		})
 	}
 }
@@ -125,6 +134,7 @@ func TestParseRejectsUnusable(t *testing.T) {
 		{"relative devpath", msg("add@devices/x", "A=b"), ErrNoHeader},
 		{"empty action", msg("@/devices/x", "A=b"), ErrNoHeader},
 		{"upper-case action", msg("ADD@/devices/x"), ErrNoHeader},
+		{"action too long", msg(strings.Repeat("a", 17) + "@/devices/x"), ErrNoHeader},
 		{"leading NUL", []byte("\x00add@/devices/x\x00"), ErrNoHeader},
 	}
 	for _, tc := range cases {
@@ -161,6 +171,28 @@ func TestParseOversized(t *testing.T) {
 		if p.Key == "PAD" && len(p.Value) != 100 {
 			t.Errorf("a partial field was kept: PAD of %d bytes", len(p.Value))
 		}
+	}
+}
+
+// A message of exactly MaxMessageSize bytes is whole; one byte more is cut.
+func TestParseSizeLimitBoundary(t *testing.T) {
+	build := func(size int) []byte {
+		head := "add@/devices/x\x00MODALIAS=usb:v1\x00LAST="
+		return []byte(head + strings.Repeat("z", size-len(head)-1) + "\x00")
+	}
+	ev, err := Parse(build(MaxMessageSize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := ev.Get("LAST"); !ok || ev.Defects != nil {
+		t.Errorf("a message of exactly %d bytes lost its last field: defects %v", MaxMessageSize, ev.Defects)
+	}
+	ev, err = Parse(build(MaxMessageSize + 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := ev.Get("LAST"); ok || ev.Modalias != "usb:v1" || len(ev.Defects) != 2 {
+		t.Errorf("a message of %d bytes: LAST kept %v, modalias %q, defects %v", MaxMessageSize+1, ok, ev.Modalias, ev.Defects)
 	}
 }
 

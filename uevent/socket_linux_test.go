@@ -2,7 +2,14 @@ package uevent_test
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
+	"fmt"
+	"math"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,18 +19,35 @@ import (
 	"github.com/modautoload/modautoload/uevent"
 )
 
+// rmemMax is net.core.rmem_max, the most SO_RCVBUF grants without
+// CAP_NET_ADMIN.
+func rmemMax(t *testing.T) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/sys/net/core/rmem_max")
+	if err != nil {
+		testtool.Missing(t, "rmem_max: %v", err)
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || n <= 0 {
+		t.Fatalf("rmem_max %q: %v", b, err)
+	}
+	return n
+}
+
 // A root process sending to the kernel's group through the real socket
 // layer must be refused by the real credential check. This needs
 // CAP_NET_ADMIN to send to a netlink group; CI runs as root.
 func TestListenRejectsForgedUserspaceEvent(t *testing.T) {
 	testtool.NeedRoot(t, "sending to a uevent multicast group")
-	l, granted, err := uevent.Listen(uevent.Config{ReadBuffer: 1 << 20})
+	// More than rmem_max: only SO_RCVBUFFORCE grants it (invariant 5).
+	want := min(2*rmemMax(t), math.MaxInt32/2)
+	l, granted, err := uevent.Listen(uevent.Config{ReadBuffer: want})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	if granted < 1<<20 {
-		t.Errorf("granted receive buffer %d, want at least 1 MiB (SO_RCVBUFFORCE as root)", granted)
+	if granted != want {
+		t.Errorf("granted receive buffer %d, want %d (SO_RCVBUFFORCE as root, beyond rmem_max)", granted, want)
 	}
 
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_KOBJECT_UEVENT)
@@ -48,6 +72,11 @@ func TestListenRejectsForgedUserspaceEvent(t *testing.T) {
 			if drop.Pid == 0 {
 				t.Fatalf("dropped with kernel port: %v", drop)
 			}
+			// The sender's credentials arrived (SO_PASSCRED is on):
+			// without them every kernel event would be dropped too.
+			if drop.Uid != int64(os.Geteuid()) {
+				t.Errorf("drop %v: sender uid %d, want %d from SCM_CREDENTIALS", drop, drop.Uid, os.Geteuid())
+			}
 			if s := l.Stats(); s.Rejected != 1 {
 				t.Errorf("stats %+v, want 1 rejected", s)
 			}
@@ -57,5 +86,97 @@ func TestListenRejectsForgedUserspaceEvent(t *testing.T) {
 		case ev.DevPath == "/devices/forged":
 			t.Fatal("forged event accepted")
 		}
+	}
+}
+
+// A genuine kernel event passes the real socket and the sender check: the
+// kernel's group, SO_PASSCRED, port 0 and uid 0 together. Writing "change"
+// with a UUID to a uevent file makes the kernel send a synthetic event
+// tagged SYNTH_UUID (Linux 4.13+); /dev/null's is present everywhere, and
+// a change event on it asks nothing of anyone.
+func TestListenAcceptsKernelEvent(t *testing.T) {
+	testtool.NeedRoot(t, "writing to a sysfs uevent file")
+	const trigger = "/sys/devices/virtual/mem/null/uevent"
+	l, _, err := uevent.Listen(uevent.Config{ReadBuffer: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var u [16]byte
+	if _, err := rand.Read(u[:]); err != nil {
+		t.Fatal(err)
+	}
+	uuid := fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16])
+	if err := os.WriteFile(trigger, []byte("change "+uuid), 0); err != nil {
+		testtool.Missing(t, "cannot make the kernel send an event: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for {
+		ev, err := l.Next(ctx)
+		if err != nil {
+			t.Fatalf("the kernel's event for %s did not arrive: %v (stats %+v)", trigger, err, l.Stats())
+		}
+		if v, _ := ev.Get("SYNTH_UUID"); v != uuid {
+			continue // another kernel event on a live machine
+		}
+		if ev.Action != "change" || ev.DevPath != "/devices/virtual/mem/null" || ev.Seqnum == 0 || ev.Defects != nil {
+			t.Errorf("kernel event %+v", ev)
+		}
+		return
+	}
+}
+
+// Without CAP_NET_ADMIN, SO_RCVBUFFORCE fails and Listen falls back to
+// SO_RCVBUF, which the kernel caps at rmem_max: the daemon still starts
+// (invariant 5). Capabilities are per thread, so the test drops
+// CAP_NET_ADMIN on a locked thread that exits with the goroutine.
+func TestListenFallsBackWithoutNetAdmin(t *testing.T) {
+	testtool.NeedRoot(t, "dropping CAP_NET_ADMIN")
+	limit := rmemMax(t)
+	want := min(2*limit, math.MaxInt32/2)
+	type result struct {
+		granted int
+		err     error
+	}
+	done := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+		var data [2]unix.CapUserData
+		if err := unix.Capget(&hdr, &data[0]); err != nil {
+			done <- result{err: fmt.Errorf("capget: %w", err)}
+			return
+		}
+		data[0].Effective &^= 1 << unix.CAP_NET_ADMIN
+		if err := unix.Capset(&hdr, &data[0]); err != nil {
+			done <- result{err: fmt.Errorf("capset: %w", err)}
+			return
+		}
+		l, granted, err := uevent.Listen(uevent.Config{ReadBuffer: want})
+		if err == nil {
+			l.Close()
+		}
+		done <- result{granted, err}
+	}()
+	r := <-done
+	if r.err != nil {
+		t.Fatalf("Listen without CAP_NET_ADMIN: %v", r.err)
+	}
+	if r.granted != min(want, limit) {
+		t.Errorf("granted %d, want %d (asked %d, rmem_max %d)", r.granted, min(want, limit), want, limit)
+	}
+}
+
+// The option is a C int: a larger size is refused, not cut to its low 32
+// bits.
+func TestListenRefusesBufferBeyondCInt(t *testing.T) {
+	if math.MaxInt == math.MaxInt32 {
+		t.Skip("an int is a C int here")
+	}
+	tooBig := int64(math.MaxInt32) + 1 // a variable: the constant would not compile on 32 bits
+	_, _, err := uevent.Listen(uevent.Config{ReadBuffer: int(tooBig)})
+	if err == nil || !strings.Contains(err.Error(), "does not fit") {
+		t.Fatalf("err = %v, want a refusal", err)
 	}
 }

@@ -2,8 +2,10 @@ package uevent
 
 import (
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -35,6 +37,8 @@ func fakeSysfs(t *testing.T) string {
 	mk("devices/pci0000:00/uevent", "")
 	mk("devices/pci0000:00/0000:00:03.0/uevent",
 		"DRIVER=e1000\nPCI_CLASS=20000\nMODALIAS=pci:v00008086d0000100Esv00001AF4sd00001100bc02sc00i00\n")
+	// PCI has both; the uevent's MODALIAS is the one kept.
+	mk("devices/pci0000:00/0000:00:03.0/modalias", "pci:v00008086d0000100Esv00001AF4sd00001100bc02sc00i00\n")
 	link("../../../bus/pci", "devices/pci0000:00/0000:00:03.0/subsystem")
 	link("../../../../devices/pci0000:00", "devices/pci0000:00/0000:00:03.0/loop")
 	// virtio puts MODALIAS in a separate file only.
@@ -75,6 +79,15 @@ func TestWalkReadsDevices(t *testing.T) {
 		e1000.Modalias != "pci:v00008086d0000100Esv00001AF4sd00001100bc02sc00i00" {
 		t.Errorf("pci device: %+v", e1000)
 	}
+	modaliases := 0
+	for _, p := range e1000.Props {
+		if p.Key == "MODALIAS" {
+			modaliases++
+		}
+	}
+	if modaliases != 1 {
+		t.Errorf("pci device has %d MODALIAS properties, want the uevent's alone: %v", modaliases, e1000.Props)
+	}
 	rng := got["/devices/pci0000:00/0000:00:04.0/virtio0"]
 	if rng.Modalias != "virtio:d00000004v00001AF4" || rng.Subsystem != "virtio" {
 		t.Errorf("virtio device: %+v", rng)
@@ -98,7 +111,8 @@ func TestWalkSkipsUnreadableWithinBudget(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	w := Walker{Root: root, ErrorBudget: 5}
+	// Exactly at the budget is within it.
+	w := Walker{Root: root, ErrorBudget: 3}
 	n := 0
 	if err := w.Walk(func(Event) error { n++; return nil }); err != nil {
 		t.Fatalf("walk failed within budget: %v", err)
@@ -110,6 +124,102 @@ func TestWalkSkipsUnreadableWithinBudget(t *testing.T) {
 	w = Walker{Root: root, ErrorBudget: 2}
 	if err := w.Walk(func(Event) error { return nil }); !errors.Is(err, ErrBudgetExceeded) {
 		t.Errorf("err = %v, want ErrBudgetExceeded", err)
+	}
+}
+
+// The callback's error ends the walk and is returned; fs.SkipAll ends it
+// without error.
+func TestWalkCallbackEndsWalk(t *testing.T) {
+	root := fakeSysfs(t)
+	stop := errors.New("stop")
+	for _, tc := range []struct {
+		ret  error
+		want error
+	}{{stop, stop}, {fs.SkipAll, nil}} {
+		w := Walker{Root: root}
+		var seen []string
+		err := w.Walk(func(ev Event) error {
+			seen = append(seen, ev.DevPath)
+			if len(seen) == 2 {
+				return tc.ret
+			}
+			return nil
+		})
+		if !errors.Is(err, tc.want) || len(seen) != 2 {
+			t.Errorf("callback returned %v: Walk %v after %q, want %v after two devices", tc.ret, err, seen, tc.want)
+		}
+	}
+}
+
+// A device removed while the walk runs is not an unreadable entry: it is
+// neither delivered nor counted, and the walk goes on. The callback for a
+// parent runs between the listing of its directory and the opening of
+// its children, the window in which a hot-unplug removes one; a dangling
+// uevent link stands for a uevent file gone between listing and reading.
+func TestWalkDeviceRemovedMidWalk(t *testing.T) {
+	root := fakeSysfs(t)
+	if err := os.MkdirAll(filepath.Join(root, "devices/gone"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("removed", filepath.Join(root, "devices/gone/uevent")); err != nil {
+		t.Fatal(err)
+	}
+	w := Walker{Root: root, ErrorBudget: 1}
+	var seen []string
+	err := w.Walk(func(ev Event) error {
+		seen = append(seen, ev.DevPath)
+		if ev.DevPath == "/devices/pci0000:00" {
+			return os.RemoveAll(filepath.Join(root, "devices/pci0000:00/0000:00:03.0"))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"/devices/pci0000:00",
+		"/devices/pci0000:00/0000:00:04.0/virtio0",
+		"/devices/pci0000:00/0000:00:04.0/virtio0/name@odd",
+	}
+	if !slices.Equal(seen, want) || w.Skipped != 0 {
+		t.Errorf("delivered %q, skipped %d (%v); want %q and none skipped", seen, w.Skipped, w.Errors, want)
+	}
+}
+
+// A device directory replaced by a symlink between the listing and the
+// opening (the same window as above) is not followed: the walk never
+// leaves the devices tree. The replacement is counted as unreadable.
+func TestWalkNeverFollowsSwappedSymlink(t *testing.T) {
+	root := fakeSysfs(t)
+	outside := filepath.Join(root, "outside")
+	if err := os.MkdirAll(outside, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(outside, "uevent"), []byte("MODALIAS=outside:x\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	swapped := filepath.Join(root, "devices/pci0000:00/0000:00:04.0")
+	w := Walker{Root: root}
+	var seen []string
+	err := w.Walk(func(ev Event) error {
+		seen = append(seen, ev.DevPath)
+		if ev.Modalias == "outside:x" {
+			t.Errorf("followed the swapped link to %s", outside)
+		}
+		if ev.DevPath == "/devices/pci0000:00" {
+			if err := os.RemoveAll(swapped); err != nil {
+				return err
+			}
+			return os.Symlink(outside, swapped)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"/devices/pci0000:00", "/devices/pci0000:00/0000:00:03.0"}
+	if !slices.Equal(seen, want) || w.Skipped != 1 {
+		t.Errorf("delivered %q, skipped %d (%v); want %q and the link skipped", seen, w.Skipped, w.Errors, want)
 	}
 }
 
