@@ -64,11 +64,12 @@ type Event struct {
 	Defects []Defect
 }
 
-// Get returns the value of the first property named key.
+// Get returns the value of the property named key; of the last, if the
+// message has it twice, as the fields above and udev's properties do.
 func (e *Event) Get(key string) (string, bool) {
-	for _, p := range e.Props {
-		if p.Key == key {
-			return p.Value, true
+	for i := len(e.Props) - 1; i >= 0; i-- {
+		if e.Props[i].Key == key {
+			return e.Props[i].Value, true
 		}
 	}
 	return "", false

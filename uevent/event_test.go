@@ -45,6 +45,21 @@ func TestParseKernelEvent(t *testing.T) {
 	}
 }
 
+// A key the message has twice reads as its last value everywhere: in the
+// event's fields and through Get (which ENV{KEY} rules read), as udev's
+// properties do.
+func TestParseRepeatedKeyLastWins(t *testing.T) {
+	ev, err := Parse(msg("add@/devices/x", "ACTION=add", "DEVPATH=/devices/x", "MODALIAS=usb:v1", "DRIVER=a", "MODALIAS=usb:v2", "DRIVER=b", "SEQNUM=9"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []struct{ field, key, want string }{{ev.Modalias, "MODALIAS", "usb:v2"}, {ev.Driver, "DRIVER", "b"}} {
+		if got, _ := ev.Get(k.key); got != k.want || k.field != k.want {
+			t.Errorf("%s: field %q, Get %q; want %q for both", k.key, k.field, got, k.want)
+		}
+	}
+}
+
 func TestParseDevpathWithAtAndValueWithEquals(t *testing.T) {
 	ev, err := Parse(msg(
 		"change@/devices/virtual/misc/foo@bar",
