@@ -3,8 +3,11 @@ package daemon
 import (
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 
+	"github.com/modautoload/modautoload/loader/index"
+	"github.com/modautoload/modautoload/loader/loadertest"
 	"github.com/modautoload/modautoload/uevent/ueventtest"
 )
 
@@ -40,5 +43,54 @@ func TestForgedMessagesDoNotResync(t *testing.T) {
 	st := r.d.Status()
 	if st.Events.Rejected != 6 || st.Resyncs != 0 {
 		t.Errorf("rejected %d, resyncs %d; want 6 and none", st.Events.Rejected, st.Resyncs)
+	}
+}
+
+// gatedKernel is the fake kernel whose finit_module of one module does
+// not return, once the module is live, until the test lets it: the call
+// is still in the kernel and the module's live uevent is the only news.
+type gatedKernel struct {
+	*loadertest.Kernel
+	module string
+	gate   chan struct{}
+}
+
+func (k *gatedKernel) FinitModule(f *os.File, params string, flags int) error {
+	err := k.Kernel.FinitModule(f, params, flags)
+	if index.ModuleName(f.Name()) == k.module {
+		<-k.gate
+	}
+	return err
+}
+
+// Lost events may include a module's live notice, which a daemon's own
+// load waits for (polling sysfs only as a safety net, ever less often):
+// an overrun wakes every waiter to look at sysfs at once, not at its next
+// safety poll.
+func TestOverrunWakesLoadsWaitingForLive(t *testing.T) {
+	initGate, callGate := make(chan struct{}), make(chan struct{})
+	r := newRig(t, "", func(c *Config, k *loadertest.Kernel) {
+		k.SetModule("a", loadertest.Module{During: func() { <-initGate }})
+		c.Loader.Kernel = &gatedKernel{Kernel: k, module: "a", gate: callGate}
+		c.Loader.ModuleEvents = true
+	})
+	letInit := sync.OnceFunc(func() { close(initGate) })
+	// Before the rig's stop, which waits for the call.
+	t.Cleanup(letInit)
+	t.Cleanup(func() { close(callGate) })
+	r.send("add", "/devices/a0", "dev:a0")
+	// Three safety polls (50, 100, 200 ms apart) saw a coming: the next
+	// is 400 ms away.
+	eventually(t, "three safety polls of a's initstate", func() bool { return r.ld.Stats().Polls >= 3 })
+	polls := r.ld.Stats().Polls
+	letInit()
+	eventually(t, "a live, its uevent lost", func() bool { return r.live("a") })
+	r.src.Overrun()
+	eventually(t, "a0's event done", func() bool {
+		q, busy, handled := r.queueState()
+		return q == 0 && busy == 0 && handled >= 1
+	})
+	if n := r.ld.Stats().Polls; n != polls {
+		t.Errorf("the load saw a live after %d more safety polls, want at once, on the overrun", n-polls)
 	}
 }
