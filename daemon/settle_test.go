@@ -7,6 +7,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/modautoload/modautoload/loader"
+	"github.com/modautoload/modautoload/loader/loadertest"
 )
 
 // sendUnannounced sends a kernel event through the socket and leaves the
@@ -111,5 +114,47 @@ func TestNotIdleDuringAResync(t *testing.T) {
 	r.settle()
 	if st := r.d.Status(); st.Resyncs != 1 || !r.live("a") {
 		t.Errorf("%d resyncs, a live %v after the resync; want 1, true", st.Resyncs, r.live("a"))
+	}
+}
+
+// A helper's load request is work from the moment it arrives, before its
+// modules are in flight (while its name is being resolved): settle and
+// --exit-when-idle wait for it.
+func TestNotIdleWhileARequestResolves(t *testing.T) {
+	resolving, resolve := make(chan struct{}), make(chan struct{})
+	r := newRig(t, "", func(c *Config, _ *loadertest.Kernel) {
+		// The daemon opens its module database at its first lookup,
+		// which is this request's.
+		open := c.Resolver.Open
+		c.Resolver.Open = func() (*loader.Resolver, error) {
+			close(resolving)
+			<-resolve
+			return open()
+		}
+	})
+	// Idle first: coldplug (none) is done.
+	start, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := r.d.idleAt(start, 0); err != nil {
+		t.Fatal(err)
+	}
+	answered := make(chan Response, 1)
+	go func() { answered <- r.d.Load(context.Background(), Request{Op: "load", Name: "dev:a0"}) }()
+	<-resolving
+	if r.d.idle() {
+		t.Error("idle while a load request is being resolved")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	err := r.d.idleAt(ctx, 0)
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("settle's wait while a load request is being resolved: %v; want it to wait", err)
+	}
+	close(resolve)
+	if resp := <-answered; !resp.OK {
+		t.Fatalf("load: %+v", resp)
+	}
+	if !r.d.idle() {
+		t.Error("not idle once the request was answered")
 	}
 }
