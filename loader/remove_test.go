@@ -13,16 +13,23 @@ import (
 	"github.com/modautoload/modautoload/loader/loadertest"
 )
 
-// modprobe -r of a built-in module says so, and asks the kernel nothing.
+// modprobe -r of a built-in module says so, and asks the kernel nothing:
+// also when it has a /sys/module directory (a built-in module with
+// parameters has one, without initstate), as libkmod checks
+// modules.builtin before sysfs.
 func TestRemoveBuiltin(t *testing.T) {
 	dir := loadertest.ModuleTree(t, nil, []string{"m"})
-	if err := os.WriteFile(filepath.Join(dir, "modules.builtin"), []byte("kernel/drivers/bi.ko\n"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "modules.builtin"), []byte("kernel/drivers/bi.ko\nkernel/drivers/bip.ko\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	k := loadertest.NewKernel(t, nil)
 	l := newTestLoader(t, k)
 	r := newResolver(t, dir, "")
-	for _, name := range []string{"bi"} {
+	k.ModuleIn("bip", "")
+	if err := os.Mkdir(filepath.Join(k.Sysfs, "module", "bip", "parameters"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"bi", "bip"} {
 		if err := l.Remove(r, name); !errors.Is(err, ErrBuiltin) {
 			t.Errorf("%s: %v, want ErrBuiltin", name, err)
 		}
