@@ -2,6 +2,7 @@ package loader
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -69,6 +70,41 @@ func TestLoadReportsPlanningError(t *testing.T) {
 		}
 		if calls := k.Calls(); len(calls) != 0 {
 			t.Errorf("parallel %v: calls %v for a plan that failed", parallel, calls)
+		}
+	}
+}
+
+// A step whose wait for the steps before it ends with the caller's
+// context has failed: a module whose soft pre-dependency was still loading
+// is not reported loaded, in parallel as in order.
+func TestLoadCancelledWaitIsNoSuccess(t *testing.T) {
+	release := make(chan struct{})
+	held := map[string]loadertest.Module{"slowpre": {During: func() { <-release }}}
+	kernels := []*loadertest.Kernel{loadertest.NewKernel(t, held), loadertest.NewKernel(t, held)}
+	loaders := []*Loader{newTestLoader(t, kernels[0]), newTestLoader(t, kernels[1])}
+	t.Cleanup(func() { close(release) }) // before the loaders', which wait for slowpre's init
+	for i, parallel := range []bool{false, true} {
+		// A tree each: the held load keeps its module file locked.
+		dir := loadertest.ModuleTree(t, nil, []string{"slowpre", "top"})
+		plans, err := newResolver(t, dir, "softdep top pre: slowpre\n").Resolve("top", ResolveOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		k := kernels[i]
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan []Result, 1)
+		go func() { done <- loaders[i].Load(ctx, plans, LoadOptions{Parallel: parallel}) }()
+		eventually(t, "slowpre initializing", func() bool {
+			st, _ := readInitstate(k.Sysfs, "slowpre")
+			return st == stateComing
+		})
+		cancel()
+		res := <-done
+		if len(res) != 1 || !errors.Is(res[0].Err, context.Canceled) {
+			t.Errorf("parallel %v: %+v, want top failed with the context's end", parallel, res)
+		}
+		if k.CallsOf("top") != 0 {
+			t.Errorf("parallel %v: top handed to the kernel after the context ended", parallel)
 		}
 	}
 }
