@@ -92,3 +92,25 @@ func (k *refusingKernel) DeleteModule(name string, flags int) error {
 	}
 	return k.Kernel.DeleteModule(name, flags)
 }
+
+// A dependency with a remove command is removed by its command, as
+// modprobe -r does for each module it removes.
+func TestRemoveCommandForDependency(t *testing.T) {
+	dir := loadertest.ModuleTree(t, map[string][]string{"top": {"dep"}}, []string{"dep", "top"})
+	k := loadertest.NewKernel(t, nil)
+	l := newTestLoader(t, k)
+	ran := filepath.Join(t.TempDir(), "ran")
+	r := newResolver(t, dir, "remove dep touch "+ran+"\n")
+	for _, m := range []string{"dep", "top"} {
+		k.ModuleIn(m, "live")
+	}
+	if err := l.Remove(r, "top"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(ran); err != nil {
+		t.Errorf("dep's remove command did not run: %v", err)
+	}
+	if got := strings.Join(k.Calls(), " "); got != "-top" {
+		t.Errorf("calls %q, want only top's delete_module", got)
+	}
+}
