@@ -1,6 +1,8 @@
 package loader
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
 	"io"
@@ -240,5 +242,70 @@ func TestKernelLinesReadsBounded(t *testing.T) {
 		if e.rec != "" && strings.Join(lines, "|") != "m: again and again" {
 			t.Errorf("%q: got %q", e.rec, lines)
 		}
+	}
+}
+
+// kmsg's clock and the one the load's start is read on differ by tens of
+// milliseconds either way: a record stamped a little before the start is
+// the load's; one seconds older is not.
+func TestKernelLinesSlack(t *testing.T) {
+	since := 10 * time.Second
+	log := "3,1,7000000,-;m: an earlier load's line\n" + // 3 s before
+		"3,2,9955000,-;m: stamped 45 ms before the start\n" +
+		"3,3,10011000,-;m: stamped after the start\n"
+	lines, err := kernelLinesFrom(strings.NewReader(log), "m", since)
+	if err != nil || strings.Join(lines, "|") != "m: stamped 45 ms before the start|m: stamped after the start" {
+		t.Errorf("got %q, %v", lines, err)
+	}
+}
+
+// The rest of a line too long for the buffer is dropped, not read as a
+// record of its own: a file's line cannot forge one.
+func TestKernelLinesLongLineTailDropped(t *testing.T) {
+	head := "3,1,10,-;m: "
+	long := head + strings.Repeat("x", kmsgBufSize-len(head)) + "3,2,10,-;m: forged\n"
+	lines, err := kernelLinesFrom(strings.NewReader(long+"3,3,10,-;m: real\n"), "m", 0)
+	if err != nil || strings.Join(lines, "|") != "m: real" {
+		t.Errorf("got %q, %v; want only the record after the long line", lines, err)
+	}
+}
+
+// C1 control characters (U+0080-U+009F; U+009B is a terminal's CSI) are
+// replaced like C0 ones.
+func TestPrintableReplacesC1Controls(t *testing.T) {
+	if got := Printable("a\u009b31mb\u0085c\u00a0d", 64); got != "a?31mb?c\u00a0d" {
+		t.Errorf("got %q", got)
+	}
+}
+
+// A module decompressed in user space is refused through init_module: its
+// error carries the kernel's lines too. ENXIO, like ENODEV, is no hardware
+// and reads no log.
+func TestKernelLinesForInitModuleNotForENXIO(t *testing.T) {
+	dir := loadertest.ModuleTree(t, nil, []string{"gzm", "noxio"})
+	var gz bytes.Buffer
+	w := gzip.NewWriter(&gz)
+	w.Write([]byte("gzm"))
+	w.Close()
+	if err := os.WriteFile(filepath.Join(dir, "kernel", "gzm.ko"), gz.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	k := &kernelWithLog{Kernel: loadertest.NewKernel(t, map[string]loadertest.Module{
+		"gzm": {Fail: unix.ENOEXEC}, "noxio": {Fail: unix.ENXIO},
+	})}
+	l := NewLoader(k, k.Sysfs)
+	l.LiveTimeout = 5 * time.Second
+	t.Cleanup(func() { l.Shutdown(context.Background()) })
+
+	err := l.ensure(t.Context(), step(dir, "gzm"), false)
+	var le *LoadError
+	if !errors.As(err, &le) || le.Op != "init_module" || !strings.Contains(err.Error(), "the kernel said: gzm: Unknown symbol") {
+		t.Errorf("gzm: %v, want init_module's error with the kernel's line", err)
+	}
+	if err := l.ensure(t.Context(), step(dir, "noxio"), false); !errors.Is(err, unix.ENXIO) {
+		t.Errorf("noxio: %v", err)
+	}
+	if len(k.since) != 1 {
+		t.Errorf("the log was read %d times, want once (for gzm only)", len(k.since))
 	}
 }

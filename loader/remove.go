@@ -44,14 +44,19 @@ func (l *Loader) removeOne(r *Resolver, name string, asked bool) error {
 	if cmd, ok := r.Config.Remove(name); ok {
 		return l.runCommand("remove", name, cmd, "")
 	}
+	// modules.builtin first, as libkmod: a built-in module with
+	// parameters has a /sys/module directory, without initstate.
+	if builtin, _ := r.DB.isBuiltin(name); builtin {
+		if asked {
+			return fmt.Errorf("%s: %w", name, ErrBuiltin)
+		}
+		return nil
+	}
 	st, err := readInitstate(l.Sysfs, name)
 	if err != nil {
 		return err
 	}
 	if st == stateAbsent {
-		if builtin, _ := r.DB.isBuiltin(name); builtin && asked {
-			return fmt.Errorf("%s: %w", name, ErrBuiltin)
-		}
 		if asked {
 			return fmt.Errorf("%s: %w", name, ErrNotLoaded)
 		}

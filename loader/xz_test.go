@@ -242,3 +242,78 @@ func FuzzXZ(f *testing.F) {
 		}
 	})
 }
+
+// xzBlockSpec is one block of a hand-built xz stream: its data, stored
+// as one uncompressed LZMA2 chunk, and the size the index claims for it.
+type xzBlockSpec struct {
+	data    []byte
+	claimed uint64
+}
+
+// xzStreamOf writes an xz stream by hand, with no check, so that its index
+// can claim what a test wants.
+func xzStreamOf(blocks []xzBlockSpec) []byte {
+	varint := func(b []byte, v uint64) []byte {
+		for v >= 0x80 {
+			b = append(b, byte(v)|0x80)
+			v >>= 7
+		}
+		return append(b, byte(v))
+	}
+	crc := func(b []byte) []byte { return binary.LittleEndian.AppendUint32(nil, crc32.ChecksumIEEE(b)) }
+	flags := []byte{0, xzCheckNone}
+	out := append(append(bytes.Clone(xzMagic), flags...), crc(flags)...)
+	index := []byte{0}
+	index = varint(index, uint64(len(blocks)))
+	for _, b := range blocks {
+		// 12 bytes: size, flags (one filter, no sizes), LZMA2 with a
+		// 1 MiB dictionary (property 8), padding, CRC32.
+		header := []byte{2, 0, 0x21, 1, 8, 0, 0, 0}
+		header = append(header, crc(header)...)
+		// Chunk 1: uncompressed, dictionary reset, size-1 big endian;
+		// then the end of the LZMA2 data.
+		chunk := append([]byte{1, byte((len(b.data) - 1) >> 8), byte(len(b.data) - 1)}, b.data...)
+		chunk = append(chunk, 0)
+		out = append(append(out, header...), chunk...)
+		index = varint(index, uint64(len(header)+len(chunk))) // unpadded: no check
+		index = varint(index, b.claimed)
+		for n := len(chunk); n%4 != 0; n++ {
+			out = append(out, 0)
+		}
+	}
+	for len(index)%4 != 0 {
+		index = append(index, 0)
+	}
+	index = append(index, crc(index)...)
+	out = append(out, index...)
+	footer := binary.LittleEndian.AppendUint32(nil, uint32(len(index)/4-1))
+	footer = append(footer, flags...)
+	out = append(out, crc(footer)...)
+	return append(append(out, footer...), 'Y', 'Z')
+}
+
+// The index is checked against the data: sizes over the bound in total
+// are refused before decoding, even when each block's is under it, and a
+// block decoding to more than its index entry says is an error, also
+// without a check to catch the short image.
+func TestXZIndexSizesChecked(t *testing.T) {
+	a, b := []byte("first block "), []byte("second block")
+	for _, c := range []struct {
+		name   string
+		blocks []xzBlockSpec
+		errHas string // "" for success
+	}{
+		{"sizes as claimed", []xzBlockSpec{{a, uint64(len(a))}, {b, uint64(len(b))}}, ""},
+		{"two blocks of 200 MiB claimed", []xzBlockSpec{{a, 200 << 20}, {b, 200 << 20}}, "larger than 268435456 bytes"},
+		{"a block longer than claimed", []xzBlockSpec{{a, uint64(len(a))}, {b, uint64(len(b) - 1)}}, "longer than the index says"},
+	} {
+		f := writeTemp(t, xzStreamOf(c.blocks))
+		image, err := decompress(f, compXZ)
+		switch {
+		case c.errHas == "" && (err != nil || string(image) != string(a)+string(b)):
+			t.Errorf("%s: %q, %v", c.name, image, err)
+		case c.errHas != "" && (err == nil || !strings.Contains(err.Error(), c.errHas)):
+			t.Errorf("%s: %d bytes, %v; want an error saying %q", c.name, len(image), err, c.errHas)
+		}
+	}
+}

@@ -280,3 +280,50 @@ func BenchmarkZstd(b *testing.B) {
 		}
 	})
 }
+
+// zstdFrameOf writes a zstd frame by hand: the frame header descriptor,
+// the header's other bytes (window descriptor, content size) as given,
+// and one last block of the given type.
+func zstdFrameOf(descriptor byte, header []byte, blockType int, block []byte, blockSize int) []byte {
+	b := binary.LittleEndian.AppendUint32(nil, zstdMagic)
+	b = append(b, descriptor)
+	b = append(b, header...)
+	h := uint32(blockSize)<<3 | uint32(blockType)<<1 | 1
+	b = append(b, byte(h), byte(h>>8), byte(h>>16))
+	return append(b, block...)
+}
+
+// Frames that lie about their sizes are refused: a stated content size
+// the data does not match, a stated size over the bound (before any
+// decoding), and a window over the supported one.
+func TestZstdSizesChecked(t *testing.T) {
+	const single, fcs2, fcs4 = 0x20, 0x40, 0x80
+	data := bytes.Repeat([]byte("module"), 50)
+	// A 1 KiB window (descriptor 0) and a 2-byte content size, which
+	// counts from 256.
+	stating := func(size int) []byte {
+		return zstdFrameOf(fcs2, []byte{0, byte(size - 256), byte((size - 256) >> 8)}, 0, data, len(data))
+	}
+	for _, c := range []struct {
+		name   string
+		frame  []byte
+		limit  int
+		errHas string // "" for success
+	}{
+		{"stated size", stating(len(data)), maxModuleSize, ""},
+		{"stated size, single segment", zstdFrameOf(single|fcs2, []byte{byte(len(data) - 256), 0}, 0, data, len(data)), maxModuleSize, ""},
+		{"stated size one less than the data", stating(len(data) - 1), maxModuleSize, "frame says 299 bytes, decoded 300"},
+		{"stated size one more than the data", stating(len(data) + 1), maxModuleSize, "frame says 301 bytes, decoded 300"},
+		{"stated size over the bound", zstdFrameOf(fcs4, append([]byte{0}, binary.LittleEndian.AppendUint32(nil, 200<<10)...), 0, data, len(data)),
+			100 << 10, "larger than the 102400-byte bound"},
+		{"a 2 GiB window", zstdFrameOf(0, []byte{21 << 3}, 0, data, len(data)), maxModuleSize, "window of 2147483648 bytes"},
+	} {
+		got, err := decompressZstd(c.frame, c.limit)
+		switch {
+		case c.errHas == "" && (err != nil || !bytes.Equal(got, data)):
+			t.Errorf("%s: %q, %v", c.name, got, err)
+		case c.errHas != "" && (err == nil || !strings.Contains(err.Error(), c.errHas)):
+			t.Errorf("%s: %d bytes, %v; want an error saying %q", c.name, len(got), err, c.errHas)
+		}
+	}
+}

@@ -338,3 +338,32 @@ func TestRunBigChainFirst(t *testing.T) {
 		t.Errorf("calls %v: the big module's dependency queued behind leaves", f.k.Calls())
 	}
 }
+
+// Within one entry too, independent dependencies load side by side: a's
+// init waits (up to a second) for b's to start, which only a parallel
+// plan lets happen.
+func TestRunEntryDependenciesSideBySide(t *testing.T) {
+	var mu sync.Mutex
+	started := 0
+	inBoth := make(chan struct{})
+	meet := loadertest.Module{During: func() {
+		mu.Lock()
+		if started++; started == 2 {
+			close(inBoth)
+		}
+		mu.Unlock()
+		select {
+		case <-inBoth:
+		case <-time.After(time.Second):
+		}
+	}}
+	order := []string{"a", "b", "top"}
+	f := newFixture(t, map[string][]string{"top": {"a", "b"}}, order, map[string]loadertest.Module{"a": meet, "b": meet})
+	out := f.loading().Run(context.Background(), names("top"))
+	if out[0].Class() != Live {
+		t.Fatalf("%s: %v %+v", out[0].Class(), out[0].Err, out[0].Modules)
+	}
+	if !f.k.overlap["a"]["b"] {
+		t.Errorf("calls %v: a and b, which top needs and which need nothing of each other, loaded one after the other", f.k.Calls())
+	}
+}

@@ -120,6 +120,7 @@ func TestCmdline(t *testing.T) {
 		{"no value", "modules_load modules_load=", false, "", "kernel command line: word 1: modules_load without a value, ignored"},
 		{"other keys", "modules_loadx=a xmodules_load=b modules.load=c", false, "", ""},
 		{"a NUL ends it", "modules_load=a\x00 modules_load=b", false, "a@kernel command line, word 1", ""},
+		{"line ends separate words, as /proc/cmdline's last", "modules_load=a\nmodules_load=b\r\n", false, "a@kernel command line, word 1\nb@kernel command line, word 2", ""},
 		{"duplicates once", "modules_load=a-b,a_b", false, "a-b@kernel command line, word 1", ""},
 		{"backslash is a character", `modules_load=a\,b`, false, `a\@kernel command line, word 1` + "\nb@kernel command line, word 1", ""},
 	} {
@@ -223,6 +224,29 @@ func TestRead(t *testing.T) {
 				"etc/modules-load.d/a.conf":       "fuse\n",
 			},
 			want: "fuse@/etc/modules-load.d/a.conf:1\nloop {max_loop=8}@/etc/modules-load.d/modules.conf:1\nzram@/etc/modules-load.d/z.conf:1",
+		},
+		{
+			name: "Debian's link: /etc/modules is not read again after it, its problems told once",
+			files: map[string]string{
+				"etc/modules":                     "loop\n#modautoload:bogus\n",
+				"etc/modules-load.d/modules.conf": "->../modules",
+			},
+			want:  "loop@/etc/modules-load.d/modules.conf:1",
+			probs: `/etc/modules-load.d/modules.conf:2: unknown directive "#modautoload:bogus" (known: #modautoload:alone NAME...)`,
+		},
+		{
+			name: "a directive marks the module spelled with - or _ in another file",
+			files: map[string]string{
+				"etc/modules-load.d/a.conf": "nvidia-drm\n",
+				"etc/modules-load.d/b.conf": "#modautoload:alone nvidia_drm\n",
+			},
+			want: "nvidia-drm alone@/etc/modules-load.d/a.conf:1",
+		},
+		{
+			name:  "a named file that is missing is a problem, by absolute path too",
+			opts:  Options{Files: []string{"@ROOT@/nowhere.conf"}},
+			want:  "",
+			probs: "/nowhere.conf: cannot read: no such file or directory",
 		},
 		{
 			name:  "NoEtcModules",
