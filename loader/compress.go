@@ -53,8 +53,9 @@ func kernelCompression(sysfs string) string {
 	return strings.TrimSpace(string(data))
 }
 
-// decompress reads the whole module from f, compressed with comp.
-func decompress(f *os.File, comp string) ([]byte, error) {
+// decompress reads the whole module from f, compressed with comp, into
+// an image of at most limit bytes (maxModuleSize; tests pass less).
+func decompress(f *os.File, comp string, limit int) ([]byte, error) {
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return nil, err
 	}
@@ -72,29 +73,29 @@ func decompress(f *os.File, comp string) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		image, err := decompressXZ(f, st.Size())
+		image, err := decompressXZ(f, st.Size(), limit)
 		if err != nil {
 			return nil, fmt.Errorf("xz: %w", err)
 		}
 		return image, nil
 	case compZstd:
-		data, err := io.ReadAll(io.LimitReader(f, maxModuleSize+1))
+		data, err := io.ReadAll(io.LimitReader(f, int64(limit)+1))
 		if err != nil {
 			return nil, err
 		}
-		if len(data) > maxModuleSize {
-			return nil, fmt.Errorf("zstd: compressed module larger than %d bytes", maxModuleSize)
+		if len(data) > limit {
+			return nil, fmt.Errorf("zstd: compressed module larger than %d bytes", limit)
 		}
-		return decompressZstd(data, maxModuleSize)
+		return decompressZstd(data, limit)
 	default:
 		return nil, fmt.Errorf("unknown compression %q", comp)
 	}
-	image, err := io.ReadAll(io.LimitReader(r, maxModuleSize+1))
+	image, err := io.ReadAll(io.LimitReader(r, int64(limit)+1))
 	if err != nil {
 		return nil, fmt.Errorf("decompressing %s: %w", comp, err)
 	}
-	if len(image) > maxModuleSize {
-		return nil, fmt.Errorf("decompressed module larger than %d bytes", maxModuleSize)
+	if len(image) > limit {
+		return nil, fmt.Errorf("decompressed module larger than %d bytes", limit)
 	}
 	return image, nil
 }

@@ -706,7 +706,7 @@ func (l *Loader) insert(s Step, f *os.File) error {
 	case comp == kernelCompression(l.Sysfs):
 		err = l.Kernel.FinitModule(f, s.Options, initCompressedFile)
 	default:
-		image, derr := decompress(f, comp)
+		image, derr := decompress(f, comp, maxModuleSize)
 		if derr != nil {
 			return &LoadError{Module: s.Name, Path: s.Path, Op: "decompress", Err: derr}
 		}

@@ -51,8 +51,8 @@ type xzBlock struct {
 // blocks, each check verified. The index, read first, bounds the image
 // and places every block; each block header's dictionary is bounded before
 // its decoder exists.
-func decompressXZ(f io.ReaderAt, size int64) ([]byte, error) {
-	check, blocks, total, err := readXZLayout(f, size)
+func decompressXZ(f io.ReaderAt, size int64, limit int) ([]byte, error) {
+	check, blocks, total, err := readXZLayout(f, size, limit)
 	if err != nil {
 		return nil, err
 	}
@@ -69,8 +69,9 @@ func decompressXZ(f io.ReaderAt, size int64) ([]byte, error) {
 }
 
 // readXZLayout reads the stream header and footer, the index and every
-// block header: the check ID, the blocks and the decompressed size.
-func readXZLayout(f io.ReaderAt, size int64) (check byte, blocks []xzBlock, total int64, err error) {
+// block header: the check ID, the blocks and the decompressed size, at
+// most limit.
+func readXZLayout(f io.ReaderAt, size int64, limit int) (check byte, blocks []xzBlock, total int64, err error) {
 	var header, footer [12]byte
 	if size < 32 {
 		return 0, nil, 0, errXZLayout
@@ -115,12 +116,15 @@ func readXZLayout(f io.ReaderAt, size int64) (check byte, blocks []xzBlock, tota
 	offset := int64(12)
 	for i := uint64(0); i < records && r.err == nil; i++ {
 		unpadded, uncompressed := r.varint(), r.varint()
-		if unpadded > uint64(indexStart) || uncompressed > maxModuleSize {
+		if unpadded > uint64(indexStart) {
 			return 0, nil, 0, errXZLayout
 		}
-		if total += int64(uncompressed); total > maxModuleSize {
-			return 0, nil, 0, fmt.Errorf("index: decompressed module larger than %d bytes", maxModuleSize)
+		// A record alone past the bound is checked first: the sum of
+		// records up to 2^63 each could overflow.
+		if uncompressed > uint64(limit) || total+int64(uncompressed) > int64(limit) {
+			return 0, nil, 0, fmt.Errorf("index: decompressed module larger than %d bytes", limit)
 		}
+		total += int64(uncompressed)
 		b := xzBlock{offset: offset, unpadded: int64(unpadded), uncompressed: int64(uncompressed)}
 		if err := b.readHeader(f, check); err != nil {
 			return 0, nil, 0, err

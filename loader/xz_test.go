@@ -71,11 +71,11 @@ func withDict(t *testing.T, f *os.File, dict uint64) *os.File {
 
 func TestXZDictionaryBounded(t *testing.T) {
 	ok := xzFile(t, 1<<20, []byte("module"))
-	if image, err := decompress(ok, compXZ); err != nil || string(image) != "module" {
+	if image, err := decompress(ok, compXZ, maxModuleSize); err != nil || string(image) != "module" {
 		t.Fatalf("1 MiB dictionary: %q, %v", image, err)
 	}
 	// xz -9's dictionary is fine too.
-	if _, err := decompress(withDict(t, ok, 64<<20), compXZ); err != nil {
+	if _, err := decompress(withDict(t, ok, 64<<20), compXZ, maxModuleSize); err != nil {
 		t.Errorf("64 MiB dictionary: %v", err)
 	}
 	// The same tiny file asking for a 1 GiB dictionary: refused before
@@ -83,7 +83,7 @@ func TestXZDictionaryBounded(t *testing.T) {
 	huge := withDict(t, xzFile(t, 1<<20, []byte("m")), 1<<30)
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
-	_, err := decompress(huge, compXZ)
+	_, err := decompress(huge, compXZ, maxModuleSize)
 	runtime.ReadMemStats(&after)
 	if err == nil || !strings.Contains(err.Error(), "1024 MiB dictionary") {
 		t.Errorf("1 GiB dictionary: %v", err)
@@ -110,7 +110,7 @@ func TestXZLayoutChecked(t *testing.T) {
 		p := filepath.Join(t.TempDir(), "bad.ko.xz")
 		os.WriteFile(p, b, 0o644)
 		f, _ := os.Open(p)
-		if _, err := decompress(f, compXZ); err == nil {
+		if _, err := decompress(f, compXZ, maxModuleSize); err == nil {
 			t.Errorf("%s: decompressed", name)
 		}
 		f.Close()
@@ -166,7 +166,7 @@ func TestXZFromTheXZTool(t *testing.T) {
 		if err != nil {
 			t.Fatalf("xz %v: %v", args, err)
 		}
-		image, err := decompress(writeTemp(t, out), compXZ)
+		image, err := decompress(writeTemp(t, out), compXZ, maxModuleSize)
 		if err != nil || !bytes.Equal(image, content) {
 			t.Errorf("xz %v: %d bytes back, equal %v, %v", args, len(image), bytes.Equal(image, content), err)
 		}
@@ -178,7 +178,7 @@ func TestXZFromTheXZTool(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := decompress(writeTemp(t, out), compXZ); err == nil || !strings.Contains(err.Error(), "only LZMA2") {
+	if _, err := decompress(writeTemp(t, out), compXZ, maxModuleSize); err == nil || !strings.Contains(err.Error(), "only LZMA2") {
 		t.Errorf("x86 filter: %v", err)
 	}
 }
@@ -197,19 +197,19 @@ func TestXZChecksVerified(t *testing.T) {
 		w.Write(content)
 		w.Close()
 		good := buf.Bytes()
-		if image, err := decompress(writeTemp(t, good), compXZ); err != nil || !bytes.Equal(image, content) {
+		if image, err := decompress(writeTemp(t, good), compXZ, maxModuleSize); err != nil || !bytes.Equal(image, content) {
 			t.Fatalf("%s: %d bytes back, %v", c.name, len(image), err)
 		}
 		// Damage the last block's check: the only thing that would show
 		// it, since the data still decodes.
-		_, blocks, _, err := readXZLayout(bytes.NewReader(good), int64(len(good)))
+		_, blocks, _, err := readXZLayout(bytes.NewReader(good), int64(len(good)), maxModuleSize)
 		if err != nil || len(blocks) < 3 {
 			t.Fatalf("%s: %d blocks, %v", c.name, len(blocks), err)
 		}
 		last := blocks[len(blocks)-1]
 		bad := append([]byte{}, good...)
 		bad[last.offset+(last.unpadded+3)&^3-1] ^= 1
-		if _, err := decompress(writeTemp(t, bad), compXZ); err == nil || !strings.Contains(err.Error(), "check mismatch") {
+		if _, err := decompress(writeTemp(t, bad), compXZ, maxModuleSize); err == nil || !strings.Contains(err.Error(), "check mismatch") {
 			t.Errorf("%s: damaged check: %v", c.name, err)
 		}
 	}
@@ -217,7 +217,7 @@ func TestXZChecksVerified(t *testing.T) {
 	w, _ := xz.WriterConfig{CheckSum: xz.SHA256}.NewWriter(&buf)
 	w.Write(content)
 	w.Close()
-	if _, err := decompress(writeTemp(t, buf.Bytes()), compXZ); err == nil || !strings.Contains(err.Error(), "SHA-256") {
+	if _, err := decompress(writeTemp(t, buf.Bytes()), compXZ, maxModuleSize); err == nil || !strings.Contains(err.Error(), "SHA-256") {
 		t.Errorf("SHA-256 check: %v", err)
 	}
 }
@@ -236,7 +236,7 @@ func FuzzXZ(f *testing.F) {
 		f.Add(buf.Bytes())
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		image, err := decompressXZ(bytes.NewReader(data), int64(len(data)))
+		image, err := decompressXZ(bytes.NewReader(data), int64(len(data)), maxModuleSize)
 		if err == nil && len(image) > maxModuleSize {
 			t.Fatalf("%d bytes decompressed", len(image))
 		}
@@ -308,7 +308,7 @@ func TestXZIndexSizesChecked(t *testing.T) {
 		{"a block longer than claimed", []xzBlockSpec{{a, uint64(len(a))}, {b, uint64(len(b) - 1)}}, "longer than the index says"},
 	} {
 		f := writeTemp(t, xzStreamOf(c.blocks))
-		image, err := decompress(f, compXZ)
+		image, err := decompress(f, compXZ, maxModuleSize)
 		switch {
 		case c.errHas == "" && (err != nil || string(image) != string(a)+string(b)):
 			t.Errorf("%s: %q, %v", c.name, image, err)

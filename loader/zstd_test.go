@@ -72,7 +72,7 @@ func TestZstdFromTheZstdTool(t *testing.T) {
 			if err != nil {
 				t.Fatalf("zstd %v: %v", args, err)
 			}
-			image, err := decompress(writeTemp(t, out), compZstd)
+			image, err := decompress(writeTemp(t, out), compZstd, maxModuleSize)
 			if err != nil || !bytes.Equal(image, content) {
 				t.Errorf("zstd %v of %s: %d of %d bytes back, equal %v, %v", args, name, len(image), len(content), bytes.Equal(image, content), err)
 			}
