@@ -129,16 +129,17 @@ type VM struct {
 
 // Boot runs a scenario to completion and returns its result. The test fails
 // (with the tail of the guest's console) if the guest times out or does not
-// report E2E:DONE. A guest whose kernel reports a soft lockup is booted
-// once more: under TCG on a loaded host a guest's CPU can stall for tens
-// of seconds (seen once while the script enabled tracepoints, before
-// modautoload ran), which says nothing of the code under test; a second
-// lockup fails the test. Call it from the test's goroutine.
+// report E2E:DONE. A guest that did not finish and whose kernel reported
+// a soft lockup is booted once more: under TCG on a loaded host a guest's
+// CPU can stall for minutes (seen once while the script enabled
+// tracepoints, before modautoload ran), which says nothing of the code
+// under test. A guest that finished is judged as it is, lockup or not;
+// a second failure fails the test. Call it from the test's goroutine.
 func Boot(ctx context.Context, t T, sc Scenario) *Result {
 	t.Helper()
 	vm := Start(ctx, t, sc)
-	if lockup := vm.lockedUp(); lockup != "" {
-		t.Logf("e2e: the guest's kernel reported %q after %v; booting it once more", lockup, vm.duration.Round(time.Second))
+	if vm.lockedUp() != "" && ctx.Err() == nil {
+		t.Logf("e2e: the guest did not finish (%s); booting it once more%s", vm.exitReason(), vm.tail())
 		vm = Start(ctx, t, sc)
 	}
 	return vm.Wait()
@@ -290,10 +291,7 @@ func (vm *VM) addLine(line string) {
 	defer vm.mu.Unlock()
 	vm.log.WriteString(line)
 	if vm.lockup == "" && isSoftLockup(line) {
-		// The guest seldom recovers in time, and what it measures
-		// after a stall of tens of seconds is worth nothing.
 		vm.lockup = strings.TrimSpace(line)
-		vm.cancel()
 	}
 	if m, ok := parseMarker(line); ok {
 		vm.markers = append(vm.markers, m)
@@ -322,12 +320,15 @@ func isSoftLockup(line string) bool {
 	return strings.Contains(line, "BUG: soft lockup - CPU#")
 }
 
-// lockedUp waits for the guest to end and returns its kernel's soft
-// lockup report, or "" if it made none.
+// lockedUp waits for the guest to end and, if it did not print E2E:DONE,
+// returns its kernel's soft lockup report; "" otherwise.
 func (vm *VM) lockedUp() string {
 	<-vm.done
 	vm.mu.Lock()
 	defer vm.mu.Unlock()
+	if len(values(vm.markers, "DONE")) > 0 {
+		return ""
+	}
 	return vm.lockup
 }
 
@@ -387,21 +388,22 @@ func (vm *VM) Wait() *Result {
 	return res
 }
 
-// exitReason says why qemu ended; only valid after done.
+// exitReason says why qemu ended, and names the guest kernel's first soft
+// lockup report if it made one; only valid after done.
 func (vm *VM) exitReason() string {
-	vm.mu.Lock()
-	lockup := vm.lockup
-	vm.mu.Unlock()
+	why := "qemu exited"
 	switch {
-	case lockup != "":
-		return "stopped: the guest's kernel reported " + strconv.Quote(lockup)
 	case errors.Is(vm.ctx.Err(), context.DeadlineExceeded):
-		return fmt.Sprintf("timed out after %v", vm.timeout)
+		why = fmt.Sprintf("timed out after %v", vm.timeout)
 	case vm.waitErr != nil:
-		return "qemu: " + vm.waitErr.Error()
-	default:
-		return "qemu exited"
+		why = "qemu: " + vm.waitErr.Error()
 	}
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	if vm.lockup != "" {
+		why += "; the guest's kernel reported " + strconv.Quote(vm.lockup)
+	}
+	return why
 }
 
 // tailLines is how much of the console a failure shows.
