@@ -6,6 +6,8 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+
+	"golang.org/x/sys/unix"
 )
 
 // A binary built with -tags profile writes a CPU profile of its run to
@@ -14,6 +16,14 @@ import (
 // taken apart. The shipped binary carries none of this.
 func init() {
 	cpu, heap := os.Getenv("MODAUTOLOAD_CPUPROFILE"), os.Getenv("MODAUTOLOAD_HEAPPROFILE")
+	if len(os.Args) > 1 && os.Args[1] == "daemon" {
+		// The daemon executes itself again (execLean): profile that
+		// process only. execve keeps the profiling interval timer, and a
+		// SIGPROF before the new runtime has its handler kills it.
+		if off, err := unix.PrctlRetInt(unix.PR_GET_THP_DISABLE, 0, 0, 0, 0); err == nil && off != 1 {
+			return
+		}
+	}
 	var stops []func()
 	if cpu != "" {
 		if f, err := os.Create(cpu); err == nil {
