@@ -104,6 +104,15 @@ func markdown(e env, results []*result) string {
 	p("- The kernel's request_module helper is kmod's modprobe in every guest; loaders are kmod %s except modautoload's own; udev is Debian's %s; busybox is %s.\n\n",
 		strings.TrimPrefix(e.kmod, "kmod version "), e.udev, e.busybox)
 
+	p("## The agent's CPU time again, in a second coldplug\n\n")
+	rows = nil
+	for _, r := range results {
+		rows = append(rows, secondRow(r, ref))
+	}
+	p("%s", table([]string{"approach", "agent user CPU s, first coldplug", "vs udevd",
+		"agent user CPU s, second coldplug", "vs udevd", "agent system CPU s, second coldplug", "second coldplug done s"}, rows))
+	p("\nAfter its hotplugs, each guest unloads every module (`rmmod` of each loaded module, in passes until none is left) and runs the approach again: a fresh agent over the same devices, tracing off, CPU time taken as in the first coldplug. Under TCG a program's first pass through its code costs extra user time (QEMU translates each block of guest code the first time it runs, while the guest's clock runs on); in the second pass the agent's code, at the same pages of the page cache, is translated already, as on a real CPU, which translates nothing. Its user time is the agent's own work. System time is the kernel's loading again, at new addresses, which QEMU translates again. The guest's clock source is the HPET (TCG's TSC is not trusted), so every clock read is a system call, for every approach.\n\n")
+
 	p("## Hotplug\n\n")
 	rows = nil
 	for _, r := range results {
@@ -201,6 +210,30 @@ func coldplugRow(r, ref *result) []string {
 		r.stat(user).format(2),
 		r.stat(func(s *sample) float64 { return s.agentSys }).format(2),
 		ratio(r.stat(user), refUser),
+	}
+}
+
+// secondRow compares the agent's user time in the first and the second
+// coldplug of each guest (secondColdplug).
+func secondRow(r, ref *result) []string {
+	if len(r.samples) == 0 {
+		return skipped(r)
+	}
+	first := func(s *sample) float64 { return s.agentUser }
+	second := func(s *sample) float64 { return s.second.user }
+	var refFirst, refSecond stat
+	if ref != nil {
+		refFirst, refSecond = ref.stat(first), ref.stat(second)
+	}
+	done := "n/a (no settle)"
+	if r.approach.settles {
+		done = r.stat(func(s *sample) float64 { return s.second.done }).format(2)
+	}
+	return []string{label(r),
+		r.stat(first).format(2), ratio(r.stat(first), refFirst),
+		r.stat(second).format(2), ratio(r.stat(second), refSecond),
+		r.stat(func(s *sample) float64 { return s.second.sys }).format(2),
+		done,
 	}
 }
 
@@ -445,6 +478,28 @@ func notes(r *result) []string {
 	if children > 0 {
 		out = append(out, fmt.Sprintf("up to %d child processes (udevd's workers) alive when coldplug was done, the largest with a peak RSS of %.1f MiB (not in the table)",
 			children, float64(childKiB)/1024))
+	}
+	var left, secondDiff []string
+	for i, s := range r.samples {
+		if len(s.second.left) > 0 {
+			left = append(left, fmt.Sprintf("round %d: %s", i+1, strings.Join(s.second.left, " ")))
+		}
+		var d []string
+		if extra := minus(s.second.modules, s.modules); len(extra) > 0 {
+			d = append(d, "also "+strings.Join(extra, " "))
+		}
+		if missing := minus(s.modules, s.second.modules); len(missing) > 0 {
+			d = append(d, "not "+strings.Join(missing, " "))
+		}
+		if len(d) > 0 {
+			secondDiff = append(secondDiff, fmt.Sprintf("round %d: %s", i+1, strings.Join(d, ", ")))
+		}
+	}
+	if len(left) > 0 {
+		out = append(out, "modules that would not unload before the second coldplug: "+strings.Join(left, "; "))
+	}
+	if len(secondDiff) > 0 {
+		out = append(out, "the second coldplug's module set differed from the first's: "+strings.Join(secondDiff, "; "))
 	}
 	if procs := r.stat(func(s *sample) float64 { return float64(s.agentProc) }); procs.max > 1 {
 		out = append(out, fmt.Sprintf("its CPU time sums %s processes (alive or not yet reaped when coldplug was done) and the children each had reaped", procs.format(0)))

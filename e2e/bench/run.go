@@ -34,6 +34,7 @@ type sample struct {
 	agentSys  float64        // s of system time of the same
 	agentProc int            // processes alive or unreaped that agentUser counts; 0: the harness's shell loop
 	userCPU   float64        // s of user time, all guest CPUs, during coldplug
+	second    secondPass     // the second coldplug in the same guest (secondColdplug)
 	hotplugs  []hotplug      // nil when the approach has no listener
 	drops     int            // uevents dropped on listeners' sockets
 	rounds    int            // rounds of the kmod loop
@@ -41,6 +42,17 @@ type sample struct {
 	hostLoad  float64        // the host's 1-minute load average after the run: other work skews TCG timings
 	hostOther float64        // cores' worth of CPU other processes on the host used during the round; <0 if unknown
 	waited    time.Duration  // for other guests on the host to finish before this round
+}
+
+// secondPass is what the second coldplug in a guest measured: every
+// module unloaded, a fresh agent over the same devices, its code already
+// translated by QEMU.
+type secondPass struct {
+	user, sys float64  // s of the agent's CPU time, as agentUser and agentSys
+	procs     int      // as agentProc
+	done      float64  // s until the approach said it was done (/proc/uptime)
+	left      []string // modules still loaded when it started
+	modules   []string // modules loaded when it was done
 }
 
 // userHZ is the unit of /proc/stat and /proc/PID/stat, in the guest and
@@ -138,7 +150,7 @@ func parseSample(res *e2e.Result, a approach) (*sample, error) {
 		return nil, fmt.Errorf("E2E:USER_TICKS: %w", err)
 	}
 	s.userCPU = float64(ticks) / userHZ
-	if s.agentUser, s.agentSys, s.agentProc, err = parseAgentCPU(res.Value("AGENT_CPU")); err != nil {
+	if s.agentUser, s.agentSys, s.agentProc, err = parseAgentCPU("AGENT_CPU", res.Value("AGENT_CPU")); err != nil {
 		return nil, err
 	}
 	for _, v := range res.Lines("CHILD_RSS") {
@@ -154,20 +166,59 @@ func parseSample(res *e2e.Result, a approach) (*sample, error) {
 			return nil, err
 		}
 	}
+	if s.second, err = parseSecond(res); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
+// parseSecond reads the second coldplug's report (secondColdplug).
+func parseSecond(res *e2e.Result) (secondPass, error) {
+	var p secondPass
+	if rc := res.Value("SECOND_SETTLE_RC"); rc != "" && rc != "0" {
+		return p, fmt.Errorf("the second coldplug's settle exited %s", rc)
+	}
+	cpu := res.Value("SECOND_CPU")
+	if cpu == "" {
+		return p, errors.New("no E2E:SECOND_CPU: the second coldplug did not finish")
+	}
+	var err error
+	if p.user, p.sys, p.procs, err = parseAgentCPU("SECOND_CPU", cpu); err != nil {
+		return p, err
+	}
+	f := strings.Fields(res.Value("SECOND_DONE"))
+	var t [2]float64
+	for i := range t {
+		if len(f) != 2 {
+			break
+		}
+		if t[i], err = strconv.ParseFloat(f[i], 64); err != nil {
+			break
+		}
+	}
+	if len(f) != 2 || err != nil || t[1] < t[0] {
+		return p, fmt.Errorf("E2E:SECOND_DONE %q: want the uptimes before and after", res.Value("SECOND_DONE"))
+	}
+	p.done = t[1] - t[0]
+	p.left = strings.Fields(res.Value("SECOND_LEFT"))
+	p.modules = strings.Fields(res.Value("SECOND_MODULES"))
+	if len(p.modules) == 0 {
+		return p, errors.New("the second coldplug loaded no module")
+	}
+	return p, nil
+}
+
 // parseAgentCPU reads "USER SYSTEM PROCESSES", the ticks of the agent's
-// CPU time and how many processes they add up.
-func parseAgentCPU(v string) (user, system float64, procs int, err error) {
+// CPU time and how many processes they add up, from the guest's line key.
+func parseAgentCPU(key, v string) (user, system float64, procs int, err error) {
 	f := strings.Fields(v)
 	if len(f) != 3 {
-		return 0, 0, 0, fmt.Errorf("E2E:AGENT_CPU %q: want user ticks, system ticks, processes", v)
+		return 0, 0, 0, fmt.Errorf("E2E:%s %q: want user ticks, system ticks, processes", key, v)
 	}
 	var n [3]int
 	for i := range f {
 		if n[i], err = strconv.Atoi(f[i]); err != nil || n[i] < 0 {
-			return 0, 0, 0, fmt.Errorf("E2E:AGENT_CPU %q: field %d is not a count", v, i+1)
+			return 0, 0, 0, fmt.Errorf("E2E:%s %q: field %d is not a count", key, v, i+1)
 		}
 	}
 	return float64(n[0]) / userHZ, float64(n[1]) / userHZ, n[2], nil

@@ -287,13 +287,48 @@ func TestParseHotplugs(t *testing.T) {
 }
 
 func TestParseAgentCPU(t *testing.T) {
-	user, sys, procs, err := parseAgentCPU("121 1951 16")
+	user, sys, procs, err := parseAgentCPU("AGENT_CPU", "121 1951 16")
 	if err != nil || user != 1.21 || sys != 19.51 || procs != 16 {
 		t.Errorf("parseAgentCPU = %v %v %v %v, want 1.21 19.51 16", user, sys, procs, err)
 	}
 	for _, bad := range []string{"", "1 2", "1 2 3 4", "1 x 3", "-1 2 3"} {
-		if _, _, _, err := parseAgentCPU(bad); err == nil {
+		if _, _, _, err := parseAgentCPU("AGENT_CPU", bad); err == nil {
 			t.Errorf("parseAgentCPU(%q) gave no error", bad)
+		}
+	}
+}
+
+func TestParseSecond(t *testing.T) {
+	result := func(lines ...string) *e2e.Result {
+		var r e2e.Result
+		for _, l := range lines {
+			k, v, _ := strings.Cut(l, " ")
+			r.Markers = append(r.Markers, e2e.Marker{Key: k, Value: v})
+		}
+		return &r
+	}
+	good := []string{"SECOND_LEFT ", "SECOND_SETTLE_RC 0", "SECOND_CPU 48 438 1", "SECOND_DONE 31.63 35.75", "SECOND_MODULES e1000 virtio_pci"}
+	p, err := parseSecond(result(good...))
+	if err != nil || p.user != 0.48 || p.sys != 4.38 || p.procs != 1 || math.Abs(p.done-4.12) > 1e-9 || len(p.left) != 0 || strings.Join(p.modules, " ") != "e1000 virtio_pci" {
+		t.Errorf("parseSecond = %+v, %v", p, err)
+	}
+	if p, err := parseSecond(result(append(good, "SECOND_LEFT floppy")...)); err != nil || strings.Join(p.left, " ") != "floppy" {
+		t.Errorf("modules left: %+v, %v", p, err)
+	}
+	for _, c := range []struct {
+		name, line, want string
+	}{
+		{"settle failed", "SECOND_SETTLE_RC 1", "settle exited 1"},
+		{"no CPU", "SECOND_CPU ", "did not finish"},
+		{"bad CPU", "SECOND_CPU 1 2", "E2E:SECOND_CPU"},
+		{"no times", "SECOND_DONE 31.63", "SECOND_DONE"},
+		{"bad time", "SECOND_DONE x 35.75", "SECOND_DONE"},
+		{"time backwards", "SECOND_DONE 35.75 31.63", "SECOND_DONE"},
+		{"nothing loaded", "SECOND_MODULES ", "loaded no module"},
+	} {
+		// The last line of a key is its value.
+		if _, err := parseSecond(result(append(good, c.line)...)); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: err = %v, want one saying %q", c.name, err, c.want)
 		}
 	}
 }
