@@ -13,6 +13,8 @@ import (
 	"runtime/debug"
 	"sort"
 	"syscall"
+
+	"github.com/modautoload/modautoload/loader"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -43,6 +45,12 @@ type cliEnv struct {
 	// -h is asked, instead of their printout: the manual page is made
 	// from what -h prints, so the two cannot drift apart.
 	describe func(help string, s *optSet)
+	// resolver and loader, if set, are what modprobe resolves and loads
+	// with when it does not hand the names to the daemon, in place of the
+	// running system's module database and kernel: the fallback after a
+	// hand-off can be tested whole.
+	resolver *loader.Resolver
+	loader   *loader.Loader
 }
 
 // overview is what modautoload does, for --help and the manual page.

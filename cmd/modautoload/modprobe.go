@@ -118,17 +118,23 @@ func runModprobe(ctx context.Context, env *cliEnv, args []string) int {
 			return code
 		}
 	}
-	r, err := mods.openResolver(log)
-	if err != nil {
-		log.Error().Err(err).Msg("cannot start")
-		return 1
+	r := env.resolver
+	if r == nil {
+		var err error
+		if r, err = mods.openResolver(log); err != nil {
+			log.Error().Err(err).Msg("cannot start")
+			return 1
+		}
+		defer r.DB.Close()
 	}
-	defer r.DB.Close()
 	if !load && !f.remove {
 		return showModules(out, log, r, names, params, f)
 	}
-	l := loader.NewLoader(loader.SystemKernel{}, "/sys")
-	defer l.Shutdown(context.Background())
+	l := env.loader
+	if l == nil {
+		l = loader.NewLoader(loader.SystemKernel{}, "/sys")
+		defer l.Shutdown(context.Background())
+	}
 	if f.remove {
 		return removeModules(out, log, r, l, names, f)
 	}

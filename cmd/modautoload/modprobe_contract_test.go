@@ -148,6 +148,47 @@ func TestHelperLoadsDirectlyOnlyWhatTheDaemonDidNotTake(t *testing.T) {
 	}
 }
 
+// When the daemon stops between two names, modprobe loads the second
+// itself, and its exit status is the worse of the daemon's answer for
+// the first and its own load of the second.
+func TestModprobeExitStatusWhenTheDaemonStopsMidway(t *testing.T) {
+	t.Setenv("MODPROBE_MODULE", "")
+	db, err := loader.OpenDB(loadertest.ModuleTree(t, nil, []string{"a", "b"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	r := &loader.Resolver{DB: db, Config: &modprobed.Config{}}
+	for _, tc := range []struct {
+		name  string
+		first daemon.Response // the daemon's answer for a; it hangs up on b
+		b     loadertest.Module
+		code  int
+	}{
+		{"a failed in the daemon, b loaded here", daemon.Response{Error: "module not found"}, loadertest.Module{}, 1},
+		{"a loaded by the daemon, b here", daemon.Response{OK: true}, loadertest.Module{}, 0},
+		{"a loaded by the daemon, b failed here", daemon.Response{OK: true}, loadertest.Module{Fail: unix.ENODEV}, 1},
+	} {
+		k := loadertest.NewKernel(t, map[string]loadertest.Module{"b": tc.b})
+		l := loader.NewLoader(k, k.Sysfs)
+		l.LiveTimeout = 5 * time.Second
+		path, asked := fakeDaemon(t, func(n int, _ daemon.Request) *daemon.Response {
+			if n == 0 {
+				return &tc.first
+			}
+			return nil
+		})
+		var out, errOut bytes.Buffer
+		code := run(context.Background(), &cliEnv{stdout: &out, stderr: &errOut, resolver: r, loader: l},
+			[]string{"modprobe", "--control", path, "-a", "a", "b"})
+		l.Shutdown(context.Background())
+		if calls := strings.Join(k.Calls(), " "); code != tc.code || calls != "b" || len(asked()) != 2 {
+			t.Errorf("%s: exit %d, the kernel was asked for %q after %d requests to the daemon; want %d, b only, 2\n%s",
+				tc.name, code, calls, len(asked()), tc.code, &errOut)
+		}
+	}
+}
+
 // -n, -r, -R and --show-depends load nothing: none of them is handed to
 // the daemon, which would load. The module database is the running
 // kernel's here, where the name is in none.
