@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -174,6 +175,39 @@ func TestLockUnsupported(t *testing.T) {
 	l.flock = func(int, int) error { return unix.EBADF }
 	if err := l.ensure(context.Background(), step(dir, "n"), false); !errors.Is(err, unix.EBADF) {
 		t.Errorf("EBADF: %v, want it reported", err)
+	}
+}
+
+// The module went live while another process held its file, and is
+// gone again by the next look: the load fails saying so, and hands the
+// kernel nothing (it was told the module was live).
+func TestLockWaitLiveThenAway(t *testing.T) {
+	dir := loadertest.ModuleTree(t, nil, []string{"m"})
+	k := loadertest.NewKernel(t, nil)
+	l := newTestLoader(t, k)
+	// 1: another process holds the file; 2: the lock's look saw it live;
+	// 3: the next look found it gone.
+	var phase atomic.Int32
+	l.flock = func(int, int) error {
+		phase.CompareAndSwap(0, 1)
+		return unix.EWOULDBLOCK
+	}
+	l.readState = func(sysfs, name string) (initstate, error) {
+		switch {
+		case phase.CompareAndSwap(1, 2):
+			return stateLive, nil
+		case phase.CompareAndSwap(2, 3):
+			return stateAbsent, nil
+		}
+		return readInitstate(sysfs, name)
+	}
+	err := l.ensure(context.Background(), step(dir, "m"), false)
+	var le *LoadError
+	if !errors.As(err, &le) || le.Op != "lock" || !strings.Contains(err.Error(), "went live and away again") || phase.Load() != 3 {
+		t.Errorf("err = %v (phase %d), want the lock's LoadError saying m went live and away", err, phase.Load())
+	}
+	if n := k.CallsOf("m"); n != 0 {
+		t.Errorf("m handed to the kernel %d times, want 0", n)
 	}
 }
 

@@ -153,6 +153,9 @@ type Loader struct {
 	slotWait  []*slotWaiter
 
 	flock func(fd, how int) error // unix.Flock; a seam for file systems without it
+	// readState is readInitstate; a seam for states that change between
+	// two reads microseconds apart.
+	readState func(sysfs, name string) (initstate, error)
 	// pace of a wait's polls of sysfs; zero is 1 ms doubling to 50 ms. A
 	// seam for tests that must tell a wake by uevent from a poll.
 	pace backoff
@@ -203,7 +206,7 @@ type failure struct {
 func NewLoader(kernel Kernel, sysfs string) *Loader {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Loader{
-		Kernel: kernel, Sysfs: sysfs, ctx: ctx, cancel: cancel, flock: unix.Flock,
+		Kernel: kernel, Sysfs: sysfs, ctx: ctx, cancel: cancel, flock: unix.Flock, readState: readInitstate,
 		inflight: map[string]*flight{}, failures: map[string]failure{},
 		wake: map[string]chan struct{}{}, states: map[string]ModuleState{},
 	}
@@ -590,7 +593,7 @@ func (l *Loader) wakeChan(name string) chan struct{} {
 // f's timeline record). A module on its way out is waited for, then loaded
 // again.
 func (l *Loader) settled(name string, f *flight) (bool, error) {
-	st, err := readInitstate(l.Sysfs, name)
+	st, err := l.readState(l.Sysfs, name)
 	if err != nil {
 		return true, &LoadError{Module: name, Op: "read initstate", Err: err}
 	}
@@ -631,7 +634,7 @@ func (l *Loader) lock(f *os.File, name string) (held bool, err error) {
 		case !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR):
 			return false, err
 		}
-		if st, _ := readInitstate(l.Sysfs, name); st == stateLive {
+		if st, _ := l.readState(l.Sysfs, name); st == stateLive {
 			return false, nil
 		}
 		if time.Now().After(deadline) {
@@ -774,7 +777,7 @@ func (l *Loader) waitFor(name string, result <-chan error, done func(initstate) 
 			return err
 		default:
 		}
-		st, err := readInitstate(l.Sysfs, name)
+		st, err := l.readState(l.Sysfs, name)
 		if err != nil {
 			return &LoadError{Module: name, Op: "wait", Err: err}
 		}

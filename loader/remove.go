@@ -52,7 +52,7 @@ func (l *Loader) removeOne(r *Resolver, name string, asked bool) error {
 		}
 		return nil
 	}
-	st, err := readInitstate(l.Sysfs, name)
+	st, err := l.readState(l.Sysfs, name)
 	if err != nil {
 		return err
 	}
