@@ -74,8 +74,11 @@ func TestMarkdown(t *testing.T) {
 			t.Errorf("report lacks %q:\n%s", want, md)
 		}
 	}
-	_, hot, _ := strings.Cut(md, "## Hotplug")
-	hot, _, _ = strings.Cut(hot, "## Module sets")
+	_, hot, found := strings.Cut(md, "## Hotplug")
+	hot, _, found2 := strings.Cut(hot, "## Module sets")
+	if !found || !found2 || !strings.Contains(hot, "| systemd-udevd 252 |") {
+		t.Errorf("no hotplug section between its heading and the module sets':\n%s", md)
+	}
 	if strings.Contains(hot, "| kmod loop") {
 		t.Errorf("kmod's loop, with no listener, has a hotplug row:\n%s", md)
 	}

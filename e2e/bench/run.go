@@ -166,17 +166,22 @@ func parseSample(res *e2e.Result, a approach) (*sample, error) {
 			return nil, err
 		}
 	}
-	if s.second, err = parseSecond(res); err != nil {
+	if s.second, err = parseSecond(res, a); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
-// parseSecond reads the second coldplug's report (secondColdplug).
-func parseSecond(res *e2e.Result) (secondPass, error) {
+// parseSecond reads the second coldplug's report (secondColdplug). A
+// second pass that cannot be read fails the round, as a first pass does:
+// the round's figures come from one guest or none.
+func parseSecond(res *e2e.Result, a approach) (secondPass, error) {
 	var p secondPass
+	if stale := res.Value("SECOND_STALE"); stale != "" {
+		return p, fmt.Errorf("E2E:SECOND_STALE %q: the first agent was still running", stale)
+	}
 	if rc := res.Value("SECOND_SETTLE_RC"); rc != "" && rc != "0" {
-		return p, fmt.Errorf("the second coldplug's settle exited %s", rc)
+		return p, fmt.Errorf("E2E:SECOND_SETTLE_RC %s: the second coldplug's settle failed", rc)
 	}
 	cpu := res.Value("SECOND_CPU")
 	if cpu == "" {
@@ -186,24 +191,23 @@ func parseSecond(res *e2e.Result) (secondPass, error) {
 	if p.user, p.sys, p.procs, err = parseAgentCPU("SECOND_CPU", cpu); err != nil {
 		return p, err
 	}
-	f := strings.Fields(res.Value("SECOND_DONE"))
-	var t [2]float64
-	for i := range t {
-		if len(f) != 2 {
-			break
-		}
-		if t[i], err = strconv.ParseFloat(f[i], 64); err != nil {
-			break
-		}
+	if a.hotplug && p.procs == 0 {
+		return p, fmt.Errorf("E2E:SECOND_CPU %q: no process of the agent was read", cpu)
 	}
-	if len(f) != 2 || err != nil || t[1] < t[0] {
+	f := strings.Fields(res.Value("SECOND_DONE"))
+	if len(f) != 2 {
 		return p, fmt.Errorf("E2E:SECOND_DONE %q: want the uptimes before and after", res.Value("SECOND_DONE"))
 	}
-	p.done = t[1] - t[0]
+	t0, err0 := strconv.ParseFloat(f[0], 64)
+	t1, err1 := strconv.ParseFloat(f[1], 64)
+	if err0 != nil || err1 != nil || t1 < t0 {
+		return p, fmt.Errorf("E2E:SECOND_DONE %q: want the uptimes before and after", res.Value("SECOND_DONE"))
+	}
+	p.done = t1 - t0
 	p.left = strings.Fields(res.Value("SECOND_LEFT"))
 	p.modules = strings.Fields(res.Value("SECOND_MODULES"))
 	if len(p.modules) == 0 {
-		return p, errors.New("the second coldplug loaded no module")
+		return p, errors.New("E2E:SECOND_MODULES: the second coldplug loaded no module")
 	}
 	return p, nil
 }

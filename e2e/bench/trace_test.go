@@ -307,18 +307,25 @@ func TestParseSecond(t *testing.T) {
 		}
 		return &r
 	}
-	good := []string{"SECOND_LEFT ", "SECOND_SETTLE_RC 0", "SECOND_CPU 48 438 1", "SECOND_DONE 31.63 35.75", "SECOND_MODULES e1000 virtio_pci"}
-	p, err := parseSecond(result(good...))
+	agent := approach{hotplug: true}
+	good := []string{"SECOND_STALE ", "SECOND_LEFT ", "SECOND_SETTLE_RC 0", "SECOND_CPU 48 438 1", "SECOND_DONE 31.63 35.75", "SECOND_MODULES e1000 virtio_pci"}
+	p, err := parseSecond(result(good...), agent)
 	if err != nil || p.user != 0.48 || p.sys != 4.38 || p.procs != 1 || math.Abs(p.done-4.12) > 1e-9 || len(p.left) != 0 || strings.Join(p.modules, " ") != "e1000 virtio_pci" {
 		t.Errorf("parseSecond = %+v, %v", p, err)
 	}
-	if p, err := parseSecond(result(append(good, "SECOND_LEFT floppy")...)); err != nil || strings.Join(p.left, " ") != "floppy" {
+	if p, err := parseSecond(result(append(good, "SECOND_LEFT floppy")...), agent); err != nil || strings.Join(p.left, " ") != "floppy" {
 		t.Errorf("modules left: %+v, %v", p, err)
+	}
+	// kmod's loop has no agent: its shell's own times, no process.
+	if _, err := parseSecond(result(append(good, "SECOND_CPU 48 438 0")...), approach{}); err != nil {
+		t.Errorf("a loop's CPU: %v", err)
 	}
 	for _, c := range []struct {
 		name, line, want string
 	}{
-		{"settle failed", "SECOND_SETTLE_RC 1", "settle exited 1"},
+		{"first agent still running", "SECOND_STALE 97", "still running"},
+		{"settle failed", "SECOND_SETTLE_RC 1", "SECOND_SETTLE_RC 1"},
+		{"agent not read", "SECOND_CPU 0 0 0", "no process of the agent"},
 		{"no CPU", "SECOND_CPU ", "did not finish"},
 		{"bad CPU", "SECOND_CPU 1 2", "E2E:SECOND_CPU"},
 		{"no times", "SECOND_DONE 31.63", "SECOND_DONE"},
@@ -327,9 +334,35 @@ func TestParseSecond(t *testing.T) {
 		{"nothing loaded", "SECOND_MODULES ", "loaded no module"},
 	} {
 		// The last line of a key is its value.
-		if _, err := parseSecond(result(append(good, c.line)...)); err == nil || !strings.Contains(err.Error(), c.want) {
+		if _, err := parseSecond(result(append(good, c.line)...), agent); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: err = %v, want one saying %q", c.name, err, c.want)
 		}
+	}
+}
+
+// The second coldplug's E2E lines never override the first pass's (a
+// key's value is its last line), and it writes no trace marker.
+func TestSecondColdplugKeys(t *testing.T) {
+	for _, a := range []approach{udevdApproach(&udevBundle{version: "252.39-1"}), kmodLoop, mdev, modautoloadApproach("", "")} {
+		s := secondColdplug(a)
+		for _, line := range strings.Split(s, "\n") {
+			for rest := line; ; {
+				_, after, ok := strings.Cut(rest, "E2E:")
+				if !ok {
+					break
+				}
+				if !strings.HasPrefix(after, "SECOND_") {
+					t.Errorf("%s: the second coldplug prints E2E:%s", a.id, strings.Fields(after)[0])
+				}
+				rest = after
+			}
+		}
+		if strings.Contains(s, "mark ") {
+			t.Errorf("%s: the second coldplug writes a trace marker", a.id)
+		}
+	}
+	if !strings.Contains(prologue, "randomize_va_space") {
+		t.Error("address randomization stays on: the second agent's code would not be where the first's was")
 	}
 }
 
