@@ -63,13 +63,20 @@ live or built in. The same binary is the kernel's modprobe helper
 (/proc/sys/kernel/modprobe) when called through a link named modprobe.`
 
 func main() {
-	// SIGINT and SIGTERM cancel ctx; subcommands stop cleanly on it.
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	args := os.Args[1:]
 	// Called through a link named modprobe: the kernel's request_module
 	// and scripts expect kmod's command line.
 	if filepath.Base(os.Args[0]) == "modprobe" {
 		args = append([]string{"modprobe"}, args...)
+	}
+	// SIGINT and SIGTERM cancel ctx; subcommands stop cleanly on it.
+	// Not modprobe: like kmod's, a signal ends it at once (the kernel
+	// drops its locks; an install command it runs goes on), and the
+	// kernel's helper, started at every request_module(), does without
+	// the thread that watching for signals takes.
+	ctx, stop := context.Background(), context.CancelFunc(func() {})
+	if len(args) == 0 || args[0] != "modprobe" {
+		ctx, stop = signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	}
 	if len(args) > 0 && args[0] == "daemon" {
 		execLean()
