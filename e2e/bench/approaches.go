@@ -189,6 +189,16 @@ listening() { awk 'NR>1 && $2==15 && $3!=0 {f=1} END{exit !f}' /proc/net/netlink
 # that polling costs the guest next to no CPU.
 queued() { q=0; while read -r _ eth pid _ rmem _; do [ "$eth" = 15 ] && [ "$pid" != 0 ] && q=$((q+rmem)); done </proc/net/netlink; }
 nmods() { n=0; while read -r _; do n=$((n+1)); done </proc/modules; }
+# unchanged returns once the number of modules has stayed the same for
+# 1 s (polled every 100 ms), or after 30 s; builtins only, as the guest is
+# still measured when it runs.
+unchanged() {
+	last= quiet=0 polls=0
+	while [ $quiet -lt 10 ] && [ $polls -lt 300 ]; do
+		usleep 100000; nmods; polls=$((polls+1))
+		if [ "$n" = "$last" ]; then quiet=$((quiet+1)); else quiet=0 last=$n; fi
+	done
+}
 echo "E2E:BASE $(modules)"
 AGENT=
 `
@@ -222,13 +232,8 @@ done
 # Drivers may still be probing when the approach says it is done (the
 # HDA controller's work item asks the kernel for its codec's driver): the
 # coldplug ends with the last module live before the module set stays
-# unchanged for 1 s (or 30 s passed). nmods uses builtins only, as the
-# guest is still measured.
-last= quiet=0 polls=0
-while [ $quiet -lt 10 ] && [ $polls -lt 300 ]; do
-	usleep 100000; nmods; polls=$((polls+1))
-	if [ "$n" = "$last" ]; then quiet=$((quiet+1)); else quiet=0 last=$n; fi
-done
+# unchanged for 1 s.
+unchanged
 mark quiet
 echo "E2E:MODULES $(modules)"
 `
@@ -300,11 +305,7 @@ else
 fi
 echo "E2E:SECOND_DONE $t0 $t1"
 # As in the first pass: the module set once unchanged for 1 s.
-last= quiet=0 polls=0
-while [ $quiet -lt 10 ] && [ $polls -lt 300 ]; do
-	usleep 100000; nmods; polls=$((polls+1))
-	if [ "$n" = "$last" ]; then quiet=$((quiet+1)); else quiet=0 last=$n; fi
-done
+unchanged
 echo "E2E:SECOND_MODULES $(modules)"
 [ -n "$AGENT" ] && kill $AGENT
 [ -f /tmp/agent.log ] && tail -n 20 /tmp/agent.log | sed 's/^/E2E:SECOND_AGENT_LOG /'
