@@ -3,6 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -15,8 +18,9 @@ import (
 // call, exec to exit, for kmod's modprobe and for modautoload's in both of
 // its paths: handing the request to a running daemon, and loading by
 // itself when no daemon listens. NAME is a module already live (what most
-// requests find) or one that does not exist. /bin/true is the floor: a
-// process's exec and exit in this guest.
+// requests find) or one that does not exist. /bin/true is the floor of a
+// process's exec and exit in this guest; a static Go program that does
+// nothing, built as modautoload is, the floor of any helper written in Go.
 
 // helperCalls is how many calls a cell times in one repetition, and
 // helperReps how many times the guest goes through every cell, interleaved
@@ -29,6 +33,7 @@ const (
 // helperCells are the measured cases, in the order the guest runs them.
 var helperCells = []struct{ id, command string }{
 	{"true", "/bin/true"},
+	{"empty-go", "/bin/empty-go"},
 	{"kmod-live", e2e.KmodRefDir + "/modprobe -q -- dummy"},
 	{"kmod-missing", e2e.KmodRefDir + "/modprobe -q -- no_such_module"},
 	{"direct-live", "/usr/lib/mal/modprobe -q -- dummy"},
@@ -84,9 +89,13 @@ func runHelperBench(ctx context.Context, bin string) *helperResult {
 	r := &helperResult{perCall: map[string][]float64{}}
 	var res *e2e.Result
 	err := e2e.Run(func(t e2e.T) {
+		empty := buildEmptyGo(t)
 		res = e2e.Boot(ctx, t, e2e.Scenario{
-			Script:  helperScript(),
-			Files:   []e2e.File{{Guest: "/bin/modautoload", Host: bin, Mode: 0o755}},
+			Script: helperScript(),
+			Files: []e2e.File{
+				{Guest: "/bin/modautoload", Host: bin, Mode: 0o755},
+				{Guest: "/bin/empty-go", Host: empty, Mode: 0o755},
+			},
 			Timeout: 5 * time.Minute,
 		})
 	})
@@ -113,6 +122,22 @@ func runHelperBench(ctx context.Context, bin string) *helperResult {
 		}
 	}
 	return r
+}
+
+// buildEmptyGo builds a Go program whose main does nothing, with the
+// flags e2e.BuildBinary gives modautoload, and returns its path.
+func buildEmptyGo(t e2e.T) string {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte("package main\n\nfunc main() {}\n"), 0o644); err != nil {
+		t.Fatalf("bench: %v", err)
+	}
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", "empty-go", "main.go")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("bench: building an empty Go program: %v\n%s", err, out)
+	}
+	return filepath.Join(dir, "empty-go")
 }
 
 // parseCalls reads "ID START END" (uptime seconds) into milliseconds per
@@ -152,7 +177,7 @@ func helperSection(r *helperResult) string {
 		row("modautoload, handing off to the daemon", "handoff-live", "handoff-missing"),
 		row("modautoload, loading by itself (no daemon)", "direct-live", "direct-missing"),
 	}))
-	fmt.Fprintf(&b, "\nExec to exit, as the kernel's `request_module()` runs it; medians (min–max) of %d repetitions of %d calls each, the cells interleaved, in one guest without the device set. `/bin/true` takes %s ms per call in the same guest: a process's exec and exit. Address randomization is off in the guest, so each exec finds its program's and libraries' code translated by QEMU already, as a real CPU needs none (with it on, as until 2026-12-01, every exec of kmod's dynamically linked modprobe translated libkmod, liblzma, libzstd and libcrypto again, and it measured 56–62 ms per call here); modautoload is static. The module is `dummy`, loaded first; the missing one is `no_such_module`.\n",
-		helperReps, helperCalls, ms("true").format(1))
+	fmt.Fprintf(&b, "\nExec to exit, as the kernel's `request_module()` runs it; medians (min–max) of %d repetitions of %d calls each, the cells interleaved, in one guest without the device set. `/bin/true` takes %s ms per call in the same guest: a process's exec and exit; a static Go program that does nothing, built as modautoload is, %s ms: the Go runtime's own start, which any helper written in Go pays. Address randomization is off in the guest, so each exec finds its program's and libraries' code translated by QEMU already, as a real CPU needs none (with it on, as until 2026-12-01, every exec of kmod's dynamically linked modprobe translated libkmod, liblzma, libzstd and libcrypto again, and it measured 56–62 ms per call here); modautoload is static. The module is `dummy`, loaded first; the missing one is `no_such_module`.\n",
+		helperReps, helperCalls, ms("true").format(1), ms("empty-go").format(1))
 	return b.String()
 }
